@@ -1,0 +1,3 @@
+from spatten.cli import main
+
+raise SystemExit(main())

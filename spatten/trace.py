@@ -1,0 +1,353 @@
+"""The trace: what a (pruned) model did, one row per (stage, step, layer, head).
+
+It is the only contract between the model side (`spatten.patch`) and the simulator (`spatten.hwsim`).
+Two file formats:
+
+- native (`Trace.save` / `Trace.load`), versioned:
+      # spatten-trace v1
+      # meta {"family": "gpt2", "layers": 12, ...}        <- one line of JSON
+      stage,step,layer,head,...                          <- header, then one CSV row per head
+- the official SpAtten workload CSV (`Trace.from_official_csv` / `Trace.to_official_csv`), lossless for the
+  columns that format has (it only describes generation, one query row per head, kept heads only).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from spatten.atomic import atomic_write_text
+
+FORMAT_VERSION = 1
+_MAGIC = "# spatten-trace v"
+
+STAGES = ("summarize", "generate")
+TOPK_KINDS = ("none", "token", "head")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: type  # int, float, bool or str
+    doc: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("stage", str, "summarize (whole prompt / BERT: Q, K, V are matrices) or generate (one new token)"),
+    Column("step", int, "decode step (0 for summarize)"),
+    Column("layer", int, "transformer layer"),
+    Column("head", int, "attention head (query head for GQA models)"),
+    Column("head_kept", bool, "False when cascade head pruning removed this head: it does no work"),
+    Column("d_head", int, "head dimension"),
+    Column("query_rows", int, "query rows computed for this head (1 in generation)"),
+    Column("kv_len", int, "KV length before any pruning (tokens seen so far)"),
+    Column("keys_fetched", int, "K vectors fetched after cascade token pruning"),
+    Column("values_fetched", int, "V vectors fetched after local value pruning"),
+    Column("k_msb_bits", int, "bits of K fetched first (-1 = unquantized)"),
+    Column("k_lsb_bits", int, "LSB bits of K fetched on refetch (-1 = none)"),
+    Column("q_bits", int, "query bits (-1 = unquantized)"),
+    Column("v_bits", int, "bits of V (-1 = unquantized)"),
+    Column("threshold", float, "max attention probability below which K LSBs are fetched (-1 = off)"),
+    Column("lsb_refetch_rows", int, "query rows whose max probability fell below the threshold"),
+    Column("accumulate_importance", bool, "this head adds to the cascade token importance"),
+    Column("rescale_importance", bool, "the accumulated importance is rescaled after this head"),
+    Column("topk_kind", str, "cascade top-k run after this head: none, token or head"),
+    Column("topk_k", int, "entries kept by that top-k (-1 when none)"),
+)
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+_COLUMN_BY_NAME = {c.name: c for c in COLUMNS}
+
+# Official workload CSV columns, in file order, and the trace column each one maps to.
+OFFICIAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("iteration_id", "step"),
+    ("layer_id", "layer"),
+    ("head_id", "head"),
+    ("embedding_length_D", "d_head"),
+    ("sentence_length_L", "kv_len"),
+    ("key_fetch_num", "keys_fetched"),
+    ("quant_key_bit", "k_msb_bits"),
+    ("quant_query_bit", "q_bits"),
+    ("auto_requant_thres", "threshold"),
+    ("if_requant", "lsb_refetch_rows"),
+    ("auto_requant_incre", "k_lsb_bits"),
+    ("value_fetch_num", "values_fetched"),
+    ("quant_value_bit", "v_bits"),
+    ("if_accumulate_importance", "accumulate_importance"),
+    ("if_rescale_previous_importance", "rescale_importance"),
+    ("if_topk", "topk_kind"),
+    ("topk", "topk_k"),
+)
+_OFFICIAL_NAME_OF = {trace_name: name for name, trace_name in OFFICIAL_COLUMNS}
+_MAX_DIM = 1 << 24  # larger sizes are certainly a corrupt file, not a model
+
+
+class TraceFormatError(ValueError):
+    """A trace file or trace rows are malformed; the message names the file, line and field."""
+
+
+def _parse_bool(text: str) -> bool:
+    if text in ("True", "true", "1"):
+        return True
+    if text in ("False", "false", "0"):
+        return False
+    raise ValueError(f"expected True or False, got {text!r}")
+
+
+def _parse_int(text: str) -> int:
+    value = float(text)  # the official files write some integers as "64.0"
+    if not value.is_integer():
+        raise ValueError(f"expected an integer, got {text!r}")
+    return int(value)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isnan(value):
+        raise ValueError("NaN is not a valid value")
+    return value
+
+
+_PARSERS = {int: _parse_int, float: _parse_float, bool: _parse_bool, str: str}
+
+
+def _validate_row(row: Mapping[str, Any]) -> None:
+    """Range checks shared by both formats and by rows recorded in memory."""
+    if row["stage"] not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {row['stage']!r}")
+    if row["topk_kind"] not in TOPK_KINDS:
+        raise ValueError(f"topk_kind must be one of {TOPK_KINDS}, got {row['topk_kind']!r}")
+    for name in ("step", "layer", "head", "d_head", "query_rows", "kv_len", "keys_fetched", "values_fetched",
+                 "lsb_refetch_rows"):
+        if not 0 <= row[name] <= _MAX_DIM:
+            raise ValueError(f"{name} = {row[name]} is outside [0, {_MAX_DIM}]")
+    if row["d_head"] == 0:
+        raise ValueError("d_head must be positive")
+    if row["keys_fetched"] > row["kv_len"]:
+        raise ValueError(f"keys_fetched ({row['keys_fetched']}) exceeds kv_len ({row['kv_len']})")
+    if row["values_fetched"] > row["kv_len"]:
+        raise ValueError(f"values_fetched ({row['values_fetched']}) exceeds kv_len ({row['kv_len']})")
+    if row["lsb_refetch_rows"] > row["query_rows"]:
+        raise ValueError(f"lsb_refetch_rows ({row['lsb_refetch_rows']}) exceeds query_rows ({row['query_rows']})")
+    for name in ("k_msb_bits", "k_lsb_bits", "q_bits", "v_bits"):
+        if not (row[name] == -1 or 0 <= row[name] <= 32):
+            raise ValueError(f"{name} = {row[name]} must be -1 (unquantized) or in [0, 32]")
+
+
+class Trace:
+    """Rows of per-head work plus model metadata.
+
+    meta: free-form dict; the patcher writes family, layers, heads, kv_heads, d_model, d_head, d_ff, config.
+    """
+
+    def __init__(self, rows: pd.DataFrame | None = None, meta: Mapping[str, Any] | None = None):
+        if rows is None:
+            rows = pd.DataFrame({c.name: pd.Series(dtype=_pandas_dtype(c.kind)) for c in COLUMNS})
+        missing = [n for n in COLUMN_NAMES if n not in rows.columns]
+        if missing:
+            raise TraceFormatError(f"trace rows lack columns {missing}")
+        self.rows = rows.loc[:, list(COLUMN_NAMES)].reset_index(drop=True)
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    # ---- construction --------------------------------------------------------------------------------
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]], meta: Mapping[str, Any] | None = None) -> Trace:
+        """Build from dicts with every column; each row is range-checked."""
+        records = list(records)
+        for i, rec in enumerate(records):
+            missing = [n for n in COLUMN_NAMES if n not in rec]
+            if missing:
+                raise TraceFormatError(f"record {i} lacks {missing}")
+            try:
+                _validate_row(rec)
+            except ValueError as err:
+                raise TraceFormatError(f"record {i}: {err}") from None
+        frame = pd.DataFrame.from_records(records, columns=list(COLUMN_NAMES))
+        return cls(_typed(frame), meta)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        stages = ", ".join(f"{s}={n}" for s, n in self.rows["stage"].value_counts().items())
+        return f"Trace({len(self)} rows: {stages or 'empty'}; meta keys {sorted(self.meta)})"
+
+    def to_frame(self) -> pd.DataFrame:
+        """A copy of the rows as a pandas DataFrame (one row per stage, step, layer, head)."""
+        return self.rows.copy()
+
+    def column(self, name: str) -> np.ndarray:
+        return self.rows[name].to_numpy()
+
+    def concat(self, other: Trace) -> Trace:
+        return Trace(pd.concat([self.rows, other.rows], ignore_index=True), {**self.meta, **other.meta})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Trace) and self.meta == other.meta and self.rows.equals(other.rows)
+
+    # ---- native format -------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the native format atomically (temp file + rename)."""
+        buf = io.StringIO()
+        buf.write(f"{_MAGIC}{FORMAT_VERSION}\n# meta {json.dumps(self.meta, sort_keys=True)}\n")
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(COLUMN_NAMES)
+        for rec in self.rows.itertuples(index=False):
+            writer.writerow([_format_value(v) for v in rec])
+        return atomic_write_text(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Trace:
+        """Read a native trace file (or, if it starts with the official header, an official CSV)."""
+        path = Path(path)
+        text = _read_text(path)
+        lines = text.splitlines()
+        if lines and lines[0].startswith("iteration_id"):
+            return cls.from_official_csv(path)
+        if not lines or not lines[0].startswith(_MAGIC):
+            raise TraceFormatError(f"{path}:1: not a spatten trace (expected '{_MAGIC}{FORMAT_VERSION}')")
+        version = lines[0][len(_MAGIC):].strip()
+        if version != str(FORMAT_VERSION):
+            raise TraceFormatError(f"{path}:1: trace format version {version!r}; this spatten reads {FORMAT_VERSION}")
+        if len(lines) < 3 or not lines[1].startswith("# meta "):
+            raise TraceFormatError(f"{path}:2: expected '# meta {{...}}'")
+        try:
+            meta = json.loads(lines[1][len("# meta "):])
+        except json.JSONDecodeError as err:
+            raise TraceFormatError(f"{path}:2: metadata is not valid JSON ({err})") from None
+        header = lines[2].split(",")
+        if tuple(header) != COLUMN_NAMES:
+            raise TraceFormatError(f"{path}:3: header {header} differs from the v{FORMAT_VERSION} columns "
+                                   f"{list(COLUMN_NAMES)}")
+        records = []
+        for lineno, fields in enumerate(csv.reader(lines[3:]), start=4):
+            if not fields:
+                continue
+            records.append(_parse_fields(path, lineno, dict(zip(header, fields)), len(fields), len(header)))
+        return cls(_typed(pd.DataFrame.from_records(records, columns=list(COLUMN_NAMES))), meta)
+
+    # ---- official SpAtten workload CSV ---------------------------------------------------------------
+    @classmethod
+    def from_official_csv(cls, path: str | os.PathLike) -> Trace:
+        """Read an official SpAtten workload CSV (spatten_hardware/hardware/workloads/*.csv)."""
+        path = Path(path)
+        lines = _read_text(path).splitlines()
+        expected = [name for name, _ in OFFICIAL_COLUMNS]
+        if not lines:
+            raise TraceFormatError(f"{path}: empty file")
+        header = lines[0].split(",")
+        if header != expected:
+            missing = [c for c in expected if c not in header]
+            raise TraceFormatError(f"{path}:1: header is not the official workload header"
+                                   + (f" (missing {missing})" if missing else f" (expected {expected})"))
+        meta: dict[str, Any] = {"source": "official-csv"}
+        records = []
+        for lineno, fields in enumerate(csv.reader(lines[1:]), start=2):
+            if not fields:
+                continue
+            # The last line holds the algorithm config path in iteration_id, other fields empty.
+            if len(fields) == len(expected) and all(f == "" for f in fields[1:]) and fields[0]:
+                meta["official_config"] = fields[0]
+                continue
+            if len(fields) != len(expected):
+                raise TraceFormatError(f"{path}:{lineno}: expected {len(expected)} fields, got {len(fields)} "
+                                       "(truncated row?)")
+            official = dict(zip(expected, fields))
+            raw = {trace_name: official[name] for name, trace_name in OFFICIAL_COLUMNS}
+            try:
+                raw["lsb_refetch_rows"] = "1" if _parse_bool(raw["lsb_refetch_rows"]) else "0"
+                raw["topk_kind"] = "token" if _parse_bool(raw["topk_kind"]) else "none"
+            except ValueError as err:
+                raise TraceFormatError(f"{path}:{lineno}: {err}") from None
+            raw.update(stage="generate", head_kept="True", query_rows="1")
+            records.append(_parse_fields(path, lineno, raw, len(COLUMN_NAMES), len(COLUMN_NAMES), _OFFICIAL_NAME_OF))
+        if not records:
+            raise TraceFormatError(f"{path}: no data rows")
+        return cls(_typed(pd.DataFrame.from_records(records, columns=list(COLUMN_NAMES))), meta)
+
+    def to_official_csv(self, path: str | os.PathLike) -> Path:
+        """Write the official workload CSV (generation rows of kept heads; byte-compatible with the originals).
+
+        Raises TraceFormatError when the trace has rows that format cannot express (summarize stage,
+        several query rows per head, or head top-k events).
+        """
+        kept = self.rows[self.rows["head_kept"]]
+        if (kept["stage"] != "generate").any():
+            raise TraceFormatError("the official CSV only describes generation; this trace has summarize rows "
+                                   "(save it with Trace.save instead)")
+        if (kept["query_rows"] != 1).any():
+            raise TraceFormatError("the official CSV has one query row per head; this trace has more")
+        if (kept["topk_kind"] == "head").any():
+            raise TraceFormatError("the official CSV cannot express head top-k events")
+        buf = io.StringIO()
+        buf.write(",".join(name for name, _ in OFFICIAL_COLUMNS) + "\n")
+        for rec in kept.itertuples(index=False):
+            r = rec._asdict()
+            row = []
+            for name, trace_name in OFFICIAL_COLUMNS:
+                value = r[trace_name]
+                if name == "embedding_length_D":
+                    row.append(f"{int(value)}.0")
+                elif name == "if_requant":
+                    row.append(str(bool(value > 0)))
+                elif name == "if_topk":
+                    row.append(str(value == "token"))
+                else:
+                    row.append(_format_value(value))
+            buf.write(",".join(row) + "\n")
+        if "official_config" in self.meta:
+            buf.write(self.meta["official_config"] + "," * (len(OFFICIAL_COLUMNS) - 1) + "\n")
+        return atomic_write_text(Path(path), buf.getvalue())
+
+
+def _pandas_dtype(kind: type) -> str:
+    return {int: "int64", float: "float64", bool: "bool", str: "object"}[kind]
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype({c.name: _pandas_dtype(c.kind) for c in COLUMNS})
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def _parse_fields(path: Path, lineno: int, raw: Mapping[str, str], n_fields: int, n_expected: int,
+                  display: Mapping[str, str] | None = None) -> dict:
+    if n_fields != n_expected:
+        raise TraceFormatError(f"{path}:{lineno}: expected {n_expected} fields, got {n_fields} (truncated row?)")
+    rec: dict[str, Any] = {}
+    for name, text in raw.items():
+        column = _COLUMN_BY_NAME[name]
+        try:
+            rec[name] = _PARSERS[column.kind](text.strip())
+        except ValueError as err:
+            shown = (display or {}).get(name, name)
+            raise TraceFormatError(f"{path}:{lineno}: column {shown}: {err}") from None
+    try:
+        _validate_row(rec)
+    except ValueError as err:
+        raise TraceFormatError(f"{path}:{lineno}: {err}") from None
+    return rec
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"trace file not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise TraceFormatError(f"{path}: not a text file ({err})") from None
