@@ -13,7 +13,14 @@ __version__ = "0.1.0"
 _LAZY_ATTRS = {
     "ops": ("spatten.ops", None),
     "ops_ref": ("spatten.ops_ref", None),
+    "Trace": ("spatten.trace", "Trace"),
+    "SpAttenConfig": ("spatten.config", "SpAttenConfig"),
+    "patch": ("spatten.patch", "patch"),
+    "hwsim": ("spatten.hwsim", None),
+    "models": ("spatten.models", None),
+    "eval": ("spatten.eval", None),
 }
+__all__ = sorted(_LAZY_ATTRS)
 
 
 def __getattr__(name: str):
@@ -24,3 +31,7 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'spatten' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY_ATTRS))
