@@ -1,11 +1,264 @@
-"""Plain PyTorch references for every spatten op: slow, obvious, and the ground truth in tests."""
+"""Plain PyTorch references for every spatten op: slow, obvious, and the ground truth in tests.
+
+Signatures, shapes and errors match `spatten.ops` (see docs/contracts.md "Ops"), so a caller can fall back to
+these when the compiled ops are unavailable. Everything is computed in float32.
+"""
 
 from __future__ import annotations
 
 import torch
 
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _require_float(name: str, op: str, t: torch.Tensor) -> None:
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"spatten.{op}: {name} must be a floating dtype, got {t.dtype}")
+
+
+def _require_bool_mask(name: str, op: str, mask: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if mask.dtype != torch.bool:
+        raise TypeError(f"spatten.{op}: {name} must be bool (True = real token), got {mask.dtype}")
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"spatten.{op}: {name} must have shape {list(shape)}, got {list(mask.shape)}")
+
+
+def _require_accumulator(op: str, acc: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if acc.dtype != torch.float32:
+        raise TypeError(f"spatten.{op}: accumulator must be float32, got {acc.dtype}")
+    if tuple(acc.shape) != shape:
+        raise ValueError(f"spatten.{op}: accumulator must have shape {list(shape)}, got {list(acc.shape)}")
+
+
+def _require_dim(name: str, op: str, t: torch.Tensor, dim: int, what: str) -> None:
+    if t.dim() != dim:
+        raise ValueError(f"spatten.{op}: {name} must be {what}, got shape {list(t.shape)}")
+
 
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Reference for spatten.ops.topk_indices: stable sort by descending score, take k, sort positions."""
+    _require_float("scores", "topk_indices", scores)
+    if scores.dim() < 1:
+        raise ValueError("spatten.topk_indices: scores must have at least 1 dimension, got a scalar")
+    n = scores.shape[-1]
+    if not 0 <= k <= n:
+        raise ValueError(f"spatten.topk_indices: k must be in [0, {n}] (the last dim), got {k}")
+    if torch.isnan(scores).any():
+        raise ValueError("spatten.topk_indices: scores contain NaN")
     order = torch.sort(scores.float(), dim=-1, descending=True, stable=True).indices
     return torch.sort(order[..., :k], dim=-1).values
+
+
+def token_importance(
+    probs: torch.Tensor,
+    query_mask: torch.Tensor | None = None,
+    key_mask: torch.Tensor | None = None,
+    accumulator: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reference for spatten.ops.token_importance.
+
+    probs: [B, H, Lq, Lk]; query_mask: bool [B, Lq]; key_mask: bool [B, Lk]; accumulator: float32 [B, Lk].
+    Returns float32 [B, Lk] = accumulator + sum over heads and valid query rows of probs.
+    """
+    op = "token_importance"
+    _require_float("probs", op, probs)
+    _require_dim("probs", op, probs, 4, "[B, H, Lq, Lk]")
+    b, _, lq, lk = probs.shape
+    p = probs.float()
+    if query_mask is not None:
+        _require_bool_mask("query_mask", op, query_mask, (b, lq))
+        # where, not multiply: masked rows may hold inf/NaN padding and must contribute nothing.
+        p = torch.where(query_mask[:, None, :, None], p, 0.0)
+    scores = p.sum(dim=(1, 2))
+    if key_mask is not None:
+        _require_bool_mask("key_mask", op, key_mask, (b, lk))
+        scores = torch.where(key_mask, scores, 0.0)
+    if accumulator is not None:
+        _require_accumulator(op, accumulator, (b, lk))
+        scores = accumulator + scores
+    return scores
+
+
+def head_importance(
+    attn_out: torch.Tensor,
+    query_mask: torch.Tensor | None = None,
+    accumulator: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reference for spatten.ops.head_importance.
+
+    attn_out: [B, H, Lq, D]; query_mask: bool [B, Lq]; accumulator: float32 [B, H].
+    Returns float32 [B, H] = accumulator + sum over valid rows and d of |attn_out|.
+    """
+    op = "head_importance"
+    _require_float("attn_out", op, attn_out)
+    _require_dim("attn_out", op, attn_out, 4, "[B, H, Lq, D]")
+    b, h, lq, _ = attn_out.shape
+    a = attn_out.float().abs()
+    if query_mask is not None:
+        _require_bool_mask("query_mask", op, query_mask, (b, lq))
+        a = torch.where(query_mask[:, None, :, None], a, 0.0)
+    scores = a.sum(dim=(2, 3))
+    if accumulator is not None:
+        _require_accumulator(op, accumulator, (b, h))
+        scores = accumulator + scores
+    return scores
+
+
+def local_value_attention(
+    probs: torch.Tensor, v: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference for spatten.ops.local_value_attention.
+
+    probs: [B, H, Lq, Lk]; v: [B, H, Lk, D]; k in [0, Lk].
+    Returns out float32 [B, H, Lq, D], kept int64 [B, H, Lq, k], values_fetched int64 [B, H].
+    """
+    op = "local_value_attention"
+    _require_float("probs", op, probs)
+    _require_float("v", op, v)
+    _require_dim("probs", op, probs, 4, "[B, H, Lq, Lk]")
+    _require_dim("v", op, v, 4, "[B, H, Lk, D]")
+    b, h, lq, lk = probs.shape
+    if tuple(v.shape[:3]) != (b, h, lk):
+        raise ValueError(f"spatten.{op}: v must have shape [B, H, Lk, D] = [{b}, {h}, {lk}, D], got {list(v.shape)}")
+    if not 0 <= k <= lk:
+        raise ValueError(f"spatten.{op}: k must be in [0, {lk}] (Lk), got {k}")
+    kept = topk_indices(probs, k)
+    p = probs.float()
+    vf = v.float()
+    kept_probs = torch.gather(p, -1, kept)  # [B, H, Lq, k]
+    kept_v = torch.gather(vf.unsqueeze(2).expand(b, h, lq, lk, vf.shape[-1]), 3,
+                          kept[..., None].expand(b, h, lq, k, vf.shape[-1]))  # [B, H, Lq, k, D]
+    out = (kept_probs[..., None] * kept_v).sum(dim=3)
+    used = torch.zeros(b, h, lk, dtype=torch.bool)
+    used.scatter_(2, kept.reshape(b, h, lq * k), True)
+    return out, kept, used.sum(dim=-1)
+
+
+def _check_bits(op: str, msb_bits: int, lsb_bits: int) -> None:
+    if msb_bits < 1 or lsb_bits < 0 or msb_bits + lsb_bits < 2 or msb_bits + lsb_bits > 16:
+        raise ValueError(
+            f"spatten.{op}: bits out of range: need msb_bits >= 1, lsb_bits >= 0 and "
+            f"2 <= msb_bits + lsb_bits <= 16, got msb_bits={msb_bits}, lsb_bits={lsb_bits}"
+        )
+
+
+def quantize_msb_lsb(
+    x: torch.Tensor, msb_bits: int, lsb_bits: int, per: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference for spatten.ops.quantize_msb_lsb.
+
+    x: [..., L, D]. Returns msb int16 [..., L, D], lsb int16 [..., L, D] (in [0, 2^lsb_bits)), and scale
+    float32 [..., 1, 1] (per="head") or [..., L, 1] (per="token").
+    """
+    op = "quantize_msb_lsb"
+    _require_float("x", op, x)
+    if x.dim() < 2:
+        raise ValueError(f"spatten.{op}: x must be [..., L, D] (at least 2 dims), got shape {list(x.shape)}")
+    _check_bits(op, msb_bits, lsb_bits)
+    if per not in ("head", "token"):
+        raise ValueError(f"spatten.{op}: per must be 'head' or 'token', got {per!r}")
+    xf = x.float()
+    if not torch.isfinite(xf).all():
+        raise ValueError(f"spatten.{op}: x contains NaN or Inf")
+    qmax = 2 ** (msb_bits + lsb_bits - 1) - 1
+    dims = (-2, -1) if per == "head" else (-1,)
+    if xf.numel() == 0:
+        group_max = torch.zeros(x.shape[:-2] + ((1,) if per == "head" else (x.shape[-2],)) + (1,))
+    else:
+        group_max = xf.abs().amax(dim=dims, keepdim=True)
+    scale = torch.where(group_max > 0, group_max / qmax, 1.0)
+    q = torch.clamp(torch.round(xf / scale), -qmax, qmax).to(torch.int32)
+    msb = torch.div(q, 2**lsb_bits, rounding_mode="floor")
+    lsb = q - msb * 2**lsb_bits
+    return msb.to(torch.int16), lsb.to(torch.int16), scale
+
+
+def dequantize_msb_lsb(
+    msb: torch.Tensor, lsb: torch.Tensor | None, scale: torch.Tensor, lsb_bits: int
+) -> torch.Tensor:
+    """Reference for spatten.ops.dequantize_msb_lsb.
+
+    msb, lsb: int16 [..., L, D]; scale: float32 broadcastable ([..., 1, 1] or [..., L, 1]). Without lsb the
+    missing LSBs are taken at their midpoint 2^(lsb_bits-1). Returns float32 [..., L, D].
+    """
+    op = "dequantize_msb_lsb"
+    if msb.dtype != torch.int16:
+        raise TypeError(f"spatten.{op}: msb must be int16, got {msb.dtype}")
+    if lsb is not None:
+        if lsb.dtype != torch.int16:
+            raise TypeError(f"spatten.{op}: lsb must be int16, got {lsb.dtype}")
+        if lsb.shape != msb.shape:
+            raise ValueError(f"spatten.{op}: lsb shape {list(lsb.shape)} differs from msb shape {list(msb.shape)}")
+    if scale.dtype != torch.float32:
+        raise TypeError(f"spatten.{op}: scale must be float32, got {scale.dtype}")
+    if not 0 <= lsb_bits <= 15:
+        raise ValueError(f"spatten.{op}: lsb_bits must be in [0, 15], got {lsb_bits}")
+    try:
+        torch.broadcast_shapes(scale.shape, msb.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"spatten.{op}: scale shape {list(scale.shape)} does not broadcast to msb shape {list(msb.shape)}"
+        ) from None
+    low = lsb.to(torch.int32) if lsb is not None else (2 ** (lsb_bits - 1) if lsb_bits > 0 else 0)
+    q = msb.to(torch.int32) * 2**lsb_bits + low
+    return q.float() * scale
+
+
+def progressive_attention(
+    q: torch.Tensor,
+    k_msb: torch.Tensor,
+    k_lsb: torch.Tensor,
+    k_scale: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    threshold: float,
+    lsb_bits: int,
+    scaling: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference for spatten.ops.progressive_attention.
+
+    q: [B, H, Lq, D]; k_msb, k_lsb: int16 [B, H, Lk, D]; k_scale: float32 [B, H, 1, 1] or [B, H, Lk, 1];
+    v: [B, H, Lk, Dv]; mask: bool broadcastable to [B, H, Lq, Lk] (True = may attend) or None.
+    Returns out float32 [B, H, Lq, Dv], probs float32 [B, H, Lq, Lk], refetch bool [B, H, Lq].
+    """
+    op = "progressive_attention"
+    _require_float("q", op, q)
+    _require_float("v", op, v)
+    _require_dim("q", op, q, 4, "[B, H, Lq, D]")
+    _require_dim("v", op, v, 4, "[B, H, Lk, Dv]")
+    b, h, lq, d = q.shape
+    lk = v.shape[2]
+    if tuple(k_msb.shape) != (b, h, lk, d):
+        raise ValueError(f"spatten.{op}: k_msb must have shape [B, H, Lk, D] = {[b, h, lk, d]}, "
+                         f"got {list(k_msb.shape)}")
+    if tuple(v.shape[:2]) != (b, h):
+        raise ValueError(f"spatten.{op}: v must have shape [B, H, Lk, Dv] with B, H = {b}, {h}, got {list(v.shape)}")
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise TypeError(f"spatten.{op}: mask must be bool (True = may attend), got {mask.dtype}")
+        try:
+            mask = mask.expand(b, h, lq, lk)
+        except RuntimeError:
+            raise ValueError(f"spatten.{op}: mask shape {list(mask.shape)} does not broadcast to "
+                             f"[B, H, Lq, Lk] = {[b, h, lq, lk]}") from None
+    if threshold != threshold:
+        raise ValueError(f"spatten.{op}: threshold is NaN")
+    k_coarse = dequantize_msb_lsb(k_msb, None, k_scale, lsb_bits)
+    k_full = dequantize_msb_lsb(k_msb, k_lsb, k_scale, lsb_bits)
+    qf = q.float()
+
+    def softmax_probs(keys: torch.Tensor) -> torch.Tensor:
+        logits = scaling * (qf @ keys.transpose(-1, -2))
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        return torch.nan_to_num(probs, nan=0.0)  # rows with no allowed key: all -inf -> NaN -> 0
+
+    coarse = softmax_probs(k_coarse)
+    has_key = mask.any(dim=-1) if mask is not None else torch.full((b, h, lq), lk > 0)
+    if lk > 0:
+        refetch = has_key & (coarse.amax(dim=-1) < threshold)
+    else:
+        refetch = has_key
+    probs = torch.where(refetch[..., None], softmax_probs(k_full), coarse)
+    return probs @ v.float(), probs, refetch
