@@ -1,0 +1,61 @@
+"""Sentence embeddings from a (possibly patched) encoder: mean of the last hidden states over real tokens.
+
+With cascade token pruning the encoder returns fewer positions than it was given; the tokens that survived
+are then read from the patch handle (`last_kept_positions[-1]`, -1 marks an empty slot), so the mean runs
+over the surviving real tokens only.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def _output_mask(hidden, attention_mask, handle):
+    """bool[B, n] marking the real tokens among the n output positions."""
+    n = hidden.shape[1]
+    if n == attention_mask.shape[1]:
+        return attention_mask.bool()
+    positions = getattr(handle, "last_kept_positions", None) if handle is not None else None
+    if not positions:
+        raise RuntimeError(f"the encoder returned {n} positions for {attention_mask.shape[1]} inputs and no "
+                           "patch handle with last_kept_positions says which tokens they are")
+    last = positions[-1]
+    if tuple(last.shape) != (hidden.shape[0], n):
+        raise RuntimeError(f"last_kept_positions[-1] has shape {tuple(last.shape)}, the output is "
+                           f"{tuple(hidden.shape[:2])}")
+    real = attention_mask.bool().gather(1, last.clamp(min=0))
+    return (last >= 0) & real
+
+
+def embed_sentences(model, tokenizer, texts: Sequence[str], *, batch_size: int = 32, max_length: int = 128,
+                    handle=None, normalize: bool = True) -> np.ndarray:
+    """float32 [N, hidden] embeddings, in the order of `texts`.
+
+    Batches are formed from length-sorted texts so padding (which pruning would have to skip) stays small.
+    """
+    import torch
+
+    if len(texts) == 0:
+        raise ValueError("no texts to embed")
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            mask = _output_mask(hidden, enc["attention_mask"], handle).unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            if normalize:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            out[idx] = pooled.float().numpy()
+    return out
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two [N, D] arrays."""
+    na = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.sum(a * b, axis=1) / np.maximum(na, 1e-12)

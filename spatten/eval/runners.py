@@ -1,0 +1,181 @@
+"""One evaluation run = one model x one task x one SpAttenConfig, with its accuracy and its simulated hardware.
+
+`run_glue` and `run_lm` return a JSON-ready dict:
+    kind, task, model, config, n_examples (+ subset flag), metrics, headline {name, value},
+    kept {token/head/value keep measured from the trace, per layer}, hardware {cycles, dram_bytes,
+    energy_joules, speedup/dram/energy reduction vs dense, preset} (or None when not simulated), seconds.
+With `out_dir` they also write result.json, config.yaml, trace.csv and hardware.json there, each atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from spatten.atomic import atomic_write_text
+from spatten.eval import hardware, lm
+from spatten.eval.embed import cosine_rows, embed_sentences
+from spatten.eval.metrics import perplexity
+from spatten.eval.tasks import GlueTask, glue_task, lm_corpus
+
+STORIES_CORPUS = "stories"  # text sampled from the unpruned model itself (see lm.sample_stories)
+
+
+def resolve_config(config: Any = None):
+    """A SpAttenConfig from None (no pruning), a dict, a YAML path or a SpAttenConfig."""
+    from spatten import SpAttenConfig
+
+    if config is None:
+        return SpAttenConfig()
+    if isinstance(config, SpAttenConfig):
+        return config
+    if isinstance(config, Mapping):
+        return SpAttenConfig.from_dict(dict(config))
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found")
+        return SpAttenConfig.from_yaml(path.read_text())
+    raise TypeError(f"config must be None, a dict, a YAML path or a SpAttenConfig, got {type(config).__name__}")
+
+
+def _load(model, kind: str, data_dir):
+    from spatten.models import LoadedModel, load_model
+
+    return model if isinstance(model, LoadedModel) else load_model(model, kind=kind, data_dir=data_dir)
+
+
+def _finish(result: dict, trace, preset: str, simulate: bool, out_dir) -> dict:
+    """Add kept/hardware summaries and write the run's files."""
+    result["kept"] = hardware.kept_summary(trace)
+    report = None
+    if simulate:
+        report = hardware.simulate(trace, preset)
+        result["hardware"] = hardware.hardware_summary(report, preset)
+    else:
+        result["hardware"] = None
+    if out_dir is not None:
+        write_run(Path(out_dir), result, trace, report)
+    return result
+
+
+def write_run(out_dir: Path, result: dict, trace=None, report=None) -> None:
+    """Write a run's files atomically; result.json goes last, so its presence means the run is complete."""
+    import yaml
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(result["config"], sort_keys=True))
+    if trace is not None:
+        trace.save(out_dir / "trace.csv")
+    if report is not None:
+        report.to_json(out_dir / "hardware.json")
+    atomic_write_text(out_dir / "result.json", json.dumps(result, indent=2, sort_keys=True, default=_jsonable))
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def run_glue(task: str | GlueTask = "sts-b", model=None, config=None, *, n_examples: int | None = None,
+             batch_size: int = 32, max_length: int = 128, preset: str = "spatten", simulate: bool = True,
+             out_dir=None, head_train: int = 2000, cache_dir=None, data_dir=None, seed: int = 0) -> dict:
+    """Score a (patched) encoder on a GLUE dev set.
+
+    STS-B is scored without training: cosine similarity of the two sentence embeddings against the gold
+    scores. Classification tasks use a linear head fitted on the unpatched encoder (cached, see
+    spatten.models.heads); the patched encoder then feeds that head. n_examples: first n dev examples.
+    """
+    import spatten
+    from spatten.models.heads import train_head
+
+    task = glue_task(task) if isinstance(task, str) else task
+    loaded = _load(model, "encoder", data_dir)
+    cfg = resolve_config(config)
+    full = task.read("dev", data_dir)
+    dev = full.head(n_examples)
+    head = None if task.is_regression else train_head(loaded, task, n_train=head_train, seed=seed,
+                                                      max_length=max_length, cache_dir=cache_dir, data_dir=data_dir)
+    start = time.perf_counter()
+    with spatten.patch(loaded.model, cfg) as handle:
+        emb = lambda texts: embed_sentences(loaded.model, loaded.tokenizer, texts, batch_size=batch_size,  # noqa
+                                            max_length=max_length, handle=handle)
+        u = emb(dev.text_a)
+        v = emb(dev.text_b) if task.is_pair else None
+        trace = handle.trace
+    if task.is_regression:
+        predictions = cosine_rows(u, v)
+    else:
+        predictions = head.predict(u, v)
+    scores = task.score(predictions, dev.labels)
+    result = {
+        "kind": "glue", "task": task.name, "model": loaded.name, "config": cfg.to_dict(),
+        "split": "dev", "n_examples": len(dev), "subset": len(dev) < len(full),
+        "metrics": scores, "headline": {"name": task.headline_metric, "value": scores[task.headline_metric]},
+        "head": None if head is None else {"n_train": head.n_train, "train_accuracy": head.train_accuracy},
+        "seconds": time.perf_counter() - start,
+    }
+    return _finish(result, trace, preset, simulate, out_dir)
+
+
+def lm_windows(data: str, loaded, *, max_tokens: int, window: int, stride: int, seed: int = 0,
+               data_dir=None) -> list[lm.Window]:
+    """The scored windows of a corpus (or of the model's own sampled stories) for this model's tokenizer."""
+    if data == STORIES_CORPUS:
+        n = max(1, round(max_tokens / window))
+        bos = getattr(loaded.tokenizer, "bos_token_id", None)
+        stories = lm.sample_stories(loaded.model, n, window, seed=seed, bos_token_id=1 if bos is None else bos)
+        return [lm.Window(tuple(s), 1) for s in stories]
+    corpus = lm_corpus(data)
+    # ~4 characters per token is generous for every tokenizer here; cut after tokenizing
+    text = corpus.read(data_dir, max_chars=max_tokens * 8)
+    ids = loaded.encode(text)[:max_tokens + 1]
+    return lm.sliding_windows(ids, window, stride)
+
+
+def run_lm(data: str = "wikitext-2", model=None, config=None, *, max_tokens: int = 1024, window: int = 256,
+           stride: int = 128, preset: str = "spatten", simulate: bool = True, out_dir=None, data_dir=None,
+           seed: int = 0, windows: list[lm.Window] | None = None) -> dict:
+    """Perplexity of a (patched) decoder, plus KL divergence and top-1 agreement with the unpruned model.
+
+    data: an LM corpus name (spatten.eval.tasks.LM_CORPORA) or "stories" (sampled from the unpruned model
+    with `seed`). max_tokens: tokens of the corpus to score; window/stride: the sliding window.
+    """
+    import spatten
+
+    loaded = _load(model, "decoder", data_dir)
+    cfg = resolve_config(config)
+    max_pos = getattr(loaded.model.config, "max_position_embeddings", None)
+    if max_pos is not None and window > max_pos:
+        raise ValueError(f"window {window} exceeds the model's {max_pos} positions")
+    if windows is None:
+        windows = lm_windows(data, loaded, max_tokens=max_tokens, window=window, stride=stride, seed=seed,
+                             data_dir=data_dir)
+    start = time.perf_counter()
+    ref = [lm.dense_logits(loaded.model, w) for w in windows]
+    with spatten.patch(loaded.model, cfg) as handle:
+        test = [lm.decoded_logits(loaded.model, w) for w in windows]
+        trace = handle.trace
+    n = lm.tokens_scored(windows)
+    nll = sum(lm.window_nll(t, w) for t, w in zip(test, windows))
+    nll_dense = sum(lm.window_nll(r, w) for r, w in zip(ref, windows))
+    kl, agree = lm.agreement_stats(ref, test)
+    scores = {"perplexity": perplexity(nll, n), "perplexity_dense": perplexity(nll_dense, n),
+              "kl_vs_dense": kl, "agreement_vs_dense": agree}
+    result = {
+        "kind": "lm", "task": data, "model": loaded.name, "config": cfg.to_dict(), "n_examples": n,
+        "subset": True, "windows": len(windows), "window": window, "stride": stride,
+        "metrics": scores, "headline": {"name": "perplexity", "value": scores["perplexity"]},
+        "seconds": time.perf_counter() - start,
+    }
+    return _finish(result, trace, preset, simulate, out_dir)
