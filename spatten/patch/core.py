@@ -1,0 +1,123 @@
+"""One attention call with SpAtten's per-call features: head gating, progressive K quantization, static V
+quantization, local value pruning, and the probabilities that token importance needs.
+
+Token pruning is not here: the callers (encoder.py, decoder.py) shorten K/V (and Q) before calling `attend`.
+When a call needs none of the features it takes the fast path (`scaled_dot_product_attention`, no
+probabilities materialised).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from spatten.config import SpAttenConfig
+from spatten.patch import kernels
+
+
+@dataclass
+class AttentionResult:
+    """out: [B, Hq, Lq, D] in the value dtype, zeros on pruned heads.
+    probs: float32 [B, Hk, Lq, Lk] for the computed heads (None on the fast path).
+    refetch: bool [B, Hk, Lq], rows whose K LSBs were fetched (None without K quantization).
+    values_fetched: int64 [B, Hk], distinct V rows used (None without local value pruning).
+    """
+
+    out: torch.Tensor
+    probs: torch.Tensor | None
+    refetch: torch.Tensor | None
+    values_fetched: torch.Tensor | None
+
+
+def select_heads(x: torch.Tensor, groups: int, heads: torch.Tensor | None) -> torch.Tensor:
+    """[B, H_kv, ...] -> [B, Hk, ...]: repeat each KV head for its `groups` query heads, keep `heads` [B, Hk]."""
+    if groups > 1:
+        x = x.repeat_interleave(groups, dim=1)
+    if heads is not None:
+        x = x.gather(1, heads.view(*heads.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
+    return x
+
+
+def fake_quantize(x: torch.Tensor, bits: int, per: str) -> torch.Tensor:
+    """Static linear quantization of x [..., L, D] to `bits` bits and back (float32)."""
+    msb, lsb, scale = kernels.quantize_msb_lsb(x, bits, 0, per)
+    return kernels.dequantize_msb_lsb(msb, lsb, scale, 0)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float,
+    config: SpAttenConfig,
+    *,
+    heads: torch.Tensor | None = None,
+    need_probs: bool = False,
+    is_causal: bool = False,
+    dropout: float = 0.0,
+) -> AttentionResult:
+    """Attention of q [B, Hq, Lq, D] over k, v [B, H_kv, Lk, D] (GQA when H_kv < Hq).
+
+    mask: bool broadcastable to [B, 1, Lq, Lk] (True = may attend) or None; is_causal only when mask is None
+    and Lq == Lk. heads: int64 [B, Hk], the query heads that do work (None = all). A query row with no allowed
+    key gives zeros.
+    """
+    b, hq, lq, d = q.shape
+    groups = hq // k.shape[1]
+    if is_causal and mask is None:
+        mask = torch.ones(lq, k.shape[2], dtype=torch.bool, device=q.device).tril()[None, None]
+    quantized = config.quantizes
+    if not (need_probs or quantized or config.prunes_values):
+        if heads is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling,
+                                                 enable_gqa=groups > 1)
+        else:
+            qh = select_heads(q, 1, heads)
+            out = F.scaled_dot_product_attention(qh, select_heads(k, groups, heads), select_heads(v, groups, heads),
+                                                 attn_mask=mask, dropout_p=dropout, scale=scaling)
+            out = _scatter_heads(out, heads, hq)
+        return AttentionResult(out, None, None, None)
+
+    qh = select_heads(q, 1, heads)
+    if config.v_bits is not None:
+        v = fake_quantize(v, config.v_bits, config.quant_group)
+    vh = select_heads(v, groups, heads)
+    refetch = None
+    if config.k_bits is not None:
+        msb_bits, lsb_bits = config.k_bits
+        k_msb, k_lsb, k_scale = kernels.quantize_msb_lsb(k, msb_bits, lsb_bits, config.quant_group)
+        out, probs, refetch = kernels.progressive_attention(
+            qh, select_heads(k_msb, groups, heads), select_heads(k_lsb, groups, heads),
+            select_heads(k_scale, groups, heads), vh, mask, config.refetch_threshold, lsb_bits, scaling)
+    else:
+        logits = (qh.float() @ select_heads(k, groups, heads).float().transpose(-1, -2)) * scaling
+        if mask is not None:
+            logits = logits.masked_fill(~mask, -math.inf)
+        probs = torch.softmax(logits, dim=-1)
+        if mask is not None:
+            probs = torch.nan_to_num(probs, nan=0.0)  # rows with no allowed key
+        out = None
+    if dropout > 0.0:
+        probs = F.dropout(probs, dropout, training=True)
+        out = None
+    values_fetched = None
+    if config.prunes_values:
+        lk = probs.shape[-1]
+        keep = min(lk, max(1, math.floor(lk * config.value_keep)))
+        out, _, values_fetched = kernels.local_value_attention(probs, vh, keep)
+    elif out is None:
+        out = probs @ vh.float()
+    out = out.to(q.dtype)
+    if heads is not None:
+        out = _scatter_heads(out, heads, hq)
+    return AttentionResult(out, probs, refetch, values_fetched)
+
+
+def _scatter_heads(out: torch.Tensor, heads: torch.Tensor, total: int) -> torch.Tensor:
+    """out [B, Hk, Lq, D] of heads [B, Hk] -> [B, total, Lq, D] with zeros on the other heads."""
+    full = out.new_zeros(out.shape[0], total, *out.shape[2:])
+    return full.scatter_(1, heads[:, :, None, None].expand_as(out), out)

@@ -1,0 +1,170 @@
+"""Decoders (GPT-2, Llama, Mistral, Qwen2): cascade token pruning as KV-cache eviction during prefill and decode.
+
+Every token has a KV *slot*: its column in the absolute-length 2D attention mask (what generate() passes).
+Per sequence the runner keeps the padding mask over slots, the accumulated importance per slot, the layer at
+which each slot was evicted, and per layer the slots its cache holds (`kslots[l]: int64 [B, Lk_l]`). Layer l
+evicts, before its attention, down to ⌊T·keep(l)⌋ slots (T = slots seen) chosen by accumulated importance among
+the slots still alive at layer l-1 (the cascade); a new token is kept at the step it arrives. Layer 0 never
+prunes, so `cache.get_seq_length()` stays the true length and transformers' position bookkeeping stays right.
+The mask is built here from slots (causality, padding, sliding window), never taken from the model.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from spatten.patch.compat import UnsupportedModelError, batch_and_length, cache_layer, forward_argument
+from spatten.patch.runner import Runner, keep_count, top_entries
+
+_CACHE_NAMES = ("cache", "past_key_values")
+
+
+class DecoderRunner(Runner):
+    def install(self) -> list:
+        spec = self.spec
+        hooks = [spec.base.register_forward_pre_hook(self._begin, with_kwargs=True),
+                 spec.base.register_forward_hook(self._finish)]
+        for layer, attn in enumerate(spec.attentions):
+            hooks.append(attn.register_forward_pre_hook(self._attention_pre_hook(layer), with_kwargs=True))
+        self.reset()
+        return hooks
+
+    def reset(self) -> None:
+        self._cache_ref = None
+        self.total = 0
+        self.kslots: list[torch.Tensor | None] = [None] * self.spec.layers
+        self.last_kept_positions = []
+        self.generate_steps = self.summarize_steps = 0
+
+    def needs_importance(self, layer: int) -> bool:
+        return True  # later decode steps evict by it
+
+    # ---- hooks -----------------------------------------------------------------------------------------------
+    def _begin(self, module, args, kwargs):
+        batch, length = batch_and_length(args, kwargs)
+        cache = forward_argument(module, args, kwargs, *_CACHE_NAMES)
+        mask = forward_argument(module, args, kwargs, "attention_mask")
+        device = self.spec.base.device
+        continuing = (cache is not None and self._cache_ref is not None and self._cache_ref() is cache
+                      and self.total > 0 and cache.get_seq_length() > 0)
+        if not continuing:
+            if cache is not None and cache.get_seq_length() > 0:
+                raise ValueError("spatten.patch: this KV cache was filled outside the patch (or by another "
+                                 "sequence); start from an empty cache")
+            self._start_sequence(batch, device)
+        elif batch != self.pad.shape[0]:
+            raise UnsupportedModelError(f"spatten.patch: the batch changed from {self.pad.shape[0]} to {batch} "
+                                        "mid-sequence (beam search and batch reordering are not supported)")
+        seen, total = self.total, self.total + length
+        if mask is None:
+            new_pad = torch.ones(batch, length, dtype=torch.bool, device=device)
+        elif mask.dim() != 2:
+            raise UnsupportedModelError(f"spatten.patch takes a 2D attention_mask [batch, length]; got a "
+                                        f"{mask.dim()}D mask")
+        elif mask.shape[-1] == total:
+            new_pad = mask[:, seen:].bool()
+        elif mask.shape[-1] == length:
+            new_pad = mask.bool()
+        else:
+            raise ValueError(f"spatten.patch: attention_mask has {mask.shape[-1]} columns; expected {total} "
+                             f"(every token so far) or {length} (the tokens of this call)")
+        self.pad = torch.cat([self.pad, new_pad], dim=1)
+        self.importance = torch.cat([self.importance, torch.zeros(batch, length, device=device)], dim=1)
+        alive = torch.full((batch, length), self.spec.layers, dtype=torch.int64, device=device)
+        self.evicted_at = torch.cat([self.evicted_at, alive], dim=1)
+        self.query_slots = torch.arange(seen, total, device=device)
+        self.total = total
+        self.decoding = seen > 0 and length == 1
+        if self.decoding:
+            self.recorder.begin("generate", self.generate_steps)
+        else:
+            self.recorder.begin("summarize", self.summarize_steps)
+        self._start_heads(batch, device, keep_importance=True)
+        self._layer_cache = None
+
+    def _start_sequence(self, batch: int, device: torch.device) -> None:
+        self.reset()
+        self.pad = torch.zeros(batch, 0, dtype=torch.bool, device=device)
+        self.importance = torch.zeros(batch, 0, device=device)
+        self.evicted_at = torch.zeros(batch, 0, dtype=torch.int64, device=device)
+        self.head_importance = None
+
+    def _finish(self, module, args, output):
+        self.recorder.finish()
+        if self.decoding:
+            self.generate_steps += 1
+        else:
+            self.summarize_steps += 1
+        self.last_kept_positions = [s.masked_fill(~self.pad.gather(1, s), -1) for s in self.kslots if s is not None]
+
+    def _attention_pre_hook(self, layer: int):
+        def hook(module, args, kwargs):
+            cache = forward_argument(module, args, kwargs, *_CACHE_NAMES)
+            self._layer_cache = cache
+            if layer == 0 and cache is not None:
+                self._cache_ref = weakref.ref(cache)
+
+        return hook
+
+    # ---- attention -------------------------------------------------------------------------------------------
+    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> torch.Tensor:
+        batch, length = q.shape[0], q.shape[2]
+        cache = self._layer_cache
+        new_slots = self.query_slots.expand(batch, length)
+        previous = self.kslots[layer] if cache is not None else None
+        kslot = new_slots if previous is None else torch.cat([previous, new_slots], dim=1)
+        if kslot.shape[1] > k.shape[2]:
+            kslot = kslot[:, -k.shape[2]:]  # a sliding-window cache layer dropped its oldest entries
+        elif kslot.shape[1] < k.shape[2]:
+            raise RuntimeError(f"layer {layer}: the KV cache holds {k.shape[2]} tokens but spatten tracked "
+                               f"{kslot.shape[1]}; was the cache changed outside the patch?")
+        valid = self.pad.gather(1, kslot)
+        if self.config.prunes_tokens and layer > 0:
+            valid &= self.evicted_at.gather(1, kslot) >= layer  # cascade: gone at an earlier layer = gone here
+            kslot, valid, k, v = self._evict(layer, kslot, valid, k, v, cache)
+        if cache is not None:
+            self.kslots[layer] = kslot
+        mask, is_causal = self._mask(kslot, valid, length, kwargs.get("sliding_window"))
+        return self.attend_layer(layer, q, k, v, kslot=kslot, key_valid=valid,
+                                 query_valid=self.pad[:, self.query_slots], kv_len=self.pad.sum(-1), mask=mask,
+                                 is_causal=is_causal, scaling=scaling, dropout=dropout)
+
+    def _evict(self, layer: int, kslot, valid, k, v, cache):
+        """Keep the top ⌊T·keep(layer)⌋ alive slots by importance; write the shortened K/V back to the cache."""
+        stored = kslot.shape[1]
+        target = keep_count(self.total, self.token_ratios[layer])
+        if stored <= target and bool(valid.all()):
+            return kslot, valid, k, v
+        keep = min(target, max(1, int(valid.sum(-1).max())), stored)
+        if keep == stored:
+            return kslot, valid, k, v
+        protect = None
+        if self.decoding:
+            protect = torch.zeros_like(valid)
+            protect[:, -1] = True  # the token being generated is kept at its own step
+        kept = top_entries(self.importance.gather(1, kslot), valid, keep, protect)
+        dropped = valid & ~torch.zeros_like(valid).scatter_(1, kept, True)
+        self.evicted_at.scatter_(1, kslot, torch.where(dropped, layer, self.evicted_at.gather(1, kslot)))
+        index = kept[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        k, v = k.gather(2, index), v.gather(2, index)
+        if cache is not None:
+            storage = cache_layer(cache, layer)
+            storage.keys, storage.values = k, v
+        self.recorder.note_topk(layer - 1, "token", keep)
+        return kslot.gather(1, kept), valid.gather(1, kept), k, v
+
+    def _mask(self, kslot, valid, length: int, sliding_window: int | None):
+        """Bool mask [B, 1, Lq, Lk] (or None plus is_causal) from slots: causal, padding, sliding window."""
+        plain = sliding_window is None and bool(valid.all())
+        if plain and length == 1:
+            return None, False  # one new token sees every kept (earlier) slot
+        if plain and length == kslot.shape[1] and self.total == length:
+            return None, True  # a fresh prompt, nothing evicted: plain causal attention
+        queries = self.query_slots[None, None, :, None]
+        keys = kslot[:, None, None, :]
+        mask = valid[:, None, None, :] & (keys <= queries)
+        if sliding_window is not None:
+            mask &= queries - keys < sliding_window
+        return mask, False

@@ -1,0 +1,124 @@
+"""What encoders and decoders share: the pruning schedule, head selection, importance bookkeeping, recording.
+
+Token importance lives in `importance: float32 [B, N]`, indexed by original position (encoders) or by KV slot
+(decoders: the index in the absolute-length 2D attention mask); a layer's keys are addressed by `kslot [B, Lk]`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from spatten.config import SpAttenConfig
+from spatten.patch import core, kernels
+from spatten.patch.compat import ModelSpec
+from spatten.patch.recorder import LayerRecord, TraceRecorder
+
+
+def keep_count(total: int, ratio: float) -> int:
+    """Entries kept out of `total` at keep ratio `ratio` (at least one)."""
+    return max(1, math.floor(total * ratio + 1e-9))
+
+
+def top_entries(scores: torch.Tensor, valid: torch.Tensor, k: int, protect: torch.Tensor | None = None) -> torch.Tensor:
+    """Positions [B, k] (ascending) of the k best scores [B, n]; invalid entries go last, protected ones first."""
+    scores = scores.masked_fill(~valid, -math.inf)
+    if protect is not None:
+        scores = scores.masked_fill(protect & valid, math.inf)
+    return kernels.topk_indices(scores, k)
+
+
+class Runner:
+    """Per-model state and the attention step common to encoders and decoders."""
+
+    def __init__(self, spec: ModelSpec, config: SpAttenConfig, recorder: TraceRecorder):
+        self.spec = spec
+        self.config = config
+        self.recorder = recorder
+        self.token_ratios = config.schedule.keep_ratios(spec.layers, config.token_keep, "token")
+        self.head_ratios = config.schedule.keep_ratios(spec.layers, config.head_keep, "head")
+        self.importance: torch.Tensor | None = None  # float32 [B, N]
+        self.head_importance: torch.Tensor | None = None  # float32 [B, H]
+        self.head_alive: torch.Tensor | None = None  # bool [B, H], this forward
+        self.last_kept_positions: list[torch.Tensor] = []
+
+    # ---- to override ---------------------------------------------------------------------------------------
+    def install(self) -> list:
+        raise NotImplementedError
+
+    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def needs_importance(self, layer: int) -> bool:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    # ---- shared ---------------------------------------------------------------------------------------------
+    def _start_heads(self, batch: int, device: torch.device, keep_importance: bool = False) -> None:
+        heads = self.spec.heads
+        if not keep_importance or self.head_importance is None:
+            self.head_importance = torch.zeros(batch, heads, device=device)
+        self.head_alive = torch.ones(batch, heads, dtype=torch.bool, device=device)
+
+    def _choose_heads(self, layer: int) -> torch.Tensor | None:
+        """Query heads [B, Hk] that work in `layer` (None = all); runs the cascade head top-k when due."""
+        if not self.config.prunes_heads:
+            return None
+        alive = int(self.head_alive[0].sum())
+        target = keep_count(self.spec.heads, self.head_ratios[layer])
+        if target < alive:
+            heads = top_entries(self.head_importance, self.head_alive, target)
+            self.head_alive = torch.zeros_like(self.head_alive).scatter_(1, heads, True)
+            self.recorder.note_topk(layer - 1, "head", target)
+            return heads
+        if alive == self.spec.heads:
+            return None
+        return self.head_alive.nonzero()[:, 1].view(-1, alive)
+
+    def attend_layer(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kslot: torch.Tensor,
+                     key_valid: torch.Tensor, query_valid: torch.Tensor, kv_len: torch.Tensor,
+                     mask: torch.Tensor | None, is_causal: bool, scaling: float, dropout: float) -> torch.Tensor:
+        """Attention for one layer plus importance and trace bookkeeping. Returns [B, Lq, Hq, D].
+
+        q: [B, Hq, Lq, D]; k, v: [B, H_kv, Lk, D] already shortened by token pruning; kslot: int64 [B, Lk];
+        key_valid: bool [B, Lk]; query_valid: bool [B, Lq]; kv_len: int64 [B] tokens seen (real ones).
+        """
+        heads = self._choose_heads(layer)
+        need_importance = self.config.prunes_tokens and self.needs_importance(layer)
+        result = core.attend(q, k, v, mask, scaling, self.config, heads=heads, need_probs=need_importance,
+                             is_causal=is_causal, dropout=dropout)
+        if need_importance:
+            contribution = kernels.token_importance(result.probs, query_valid, key_valid)
+            self.importance.scatter_add_(1, kslot, contribution)
+        if self.config.prunes_heads:
+            self.head_importance = kernels.head_importance(result.out, query_valid, self.head_importance)
+        self._record(layer, heads, result, key_valid, query_valid, kv_len, need_importance)
+        return result.out.transpose(1, 2).contiguous()
+
+    def _record(self, layer: int, heads: torch.Tensor | None, result: core.AttentionResult, key_valid: torch.Tensor,
+                query_valid: torch.Tensor, kv_len: torch.Tensor, accumulated: bool) -> None:
+        batch, n_heads = key_valid.shape[0], self.spec.heads
+        head_kept = self.head_alive if heads is not None else torch.ones(batch, n_heads, dtype=torch.bool)
+        keys = key_valid.sum(-1)
+        per_head = keys[:, None].expand(batch, n_heads)
+        if result.values_fetched is not None:
+            # A row that keeps more V entries than it has real keys picks masked ones (probability 0): not fetched.
+            values = torch.minimum(self._per_head(result.values_fetched, heads), per_head)
+        else:
+            values = per_head
+        if result.refetch is not None:
+            refetch = self._per_head((result.refetch & query_valid[:, None, :]).sum(-1), heads)
+        else:
+            refetch = torch.zeros(batch, n_heads, dtype=torch.int64)
+        self.recorder.add(LayerRecord(layer, query_valid.sum(-1), kv_len, keys, head_kept,
+                                      torch.where(head_kept, values, 0), refetch, accumulated))
+
+    def _per_head(self, values: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
+        """[B, Hk] values of heads [B, Hk] -> [B, H] with zeros elsewhere."""
+        if heads is None:
+            return values.to(torch.int64)
+        full = torch.zeros(values.shape[0], self.spec.heads, dtype=torch.int64, device=values.device)
+        return full.scatter_(1, heads, values.to(torch.int64))
