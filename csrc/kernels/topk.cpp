@@ -1,34 +1,134 @@
 #include "kernels/topk.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
+#include <functional>
 
 namespace spatten {
+namespace {
 
-void topk_indices_row(const float* scores, int64_t n, int64_t k, int64_t* out, std::vector<float>& scratch) {
-  if (k <= 0) return;
-  if (k >= n) {
-    for (int64_t i = 0; i < n; ++i) out[i] = i;
-    return;
-  }
-  // Quick-select the k-th largest value (what the engine's comparator array iterates on).
-  scratch.assign(scores, scores + n);
-  std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.end(), std::greater<float>());
-  const float kth = scratch[k - 1];
-  // Entries strictly above the threshold are all kept; ties fill the remaining slots in position order.
-  int64_t above = 0;
-  for (int64_t i = 0; i < n; ++i) above += scores[i] > kth;
-  int64_t ties_left = k - above;
-  int64_t written = 0;
-  for (int64_t i = 0; i < n && written < k; ++i) {
-    const float s = scores[i];
-    if (s > kth || (s == kth && ties_left-- > 0)) out[written++] = i;
-  }
+// Rows up to this length select with std::nth_element; longer rows use a radix select whose 8 KiB histogram
+// would dominate the cost of a short row.
+constexpr int64_t kRadixMinLength = 512;
+// A radix level whose candidate set is this small finishes with std::nth_element instead of another pass.
+constexpr int64_t kSmallCandidateSet = 64;
+
+// Order-preserving map from float to uint32 (a larger float gives a larger key). -0 is folded into +0 first so
+// that the two compare equal, as they do as floats.
+inline uint32_t sortable_key(float x, uint32_t& nan_seen) {
+  x += 0.0f;
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  nan_seen |= static_cast<uint32_t>((bits & 0x7fffffffu) > 0x7f800000u);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
 }
 
-void topk_indices(const float* scores, int64_t rows, int64_t n, int64_t k, int64_t* out) {
-  std::vector<float> scratch;
-  for (int64_t r = 0; r < rows; ++r) topk_indices_row(scores + r * n, n, k, out + r * k, scratch);
+// The k-th largest key and how many keys equal to it the top-k must take (the rest of the ties are dropped).
+struct Threshold {
+  uint32_t key;
+  int64_t ties_taken;
+};
+
+// Selection among `cand[0, count)` of the rank-th largest (1-based) by nth_element.
+Threshold select_by_nth_element(uint32_t* cand, int64_t count, int64_t rank) {
+  std::nth_element(cand, cand + (rank - 1), cand + count, std::greater<uint32_t>());
+  const uint32_t kth = cand[rank - 1];
+  // Everything before rank-1 is >= kth; the ones equal to it are ties the top-k also takes.
+  const int64_t equal_before = std::count(cand, cand + (rank - 1), kth);
+  return {kth, equal_before + 1};
+}
+
+// Radix select over three digits (11, 11, 10 bits). `hist0` is the top-digit histogram of keys[0, n), already
+// built while the keys were made.
+Threshold select_by_radix(const uint32_t* keys, int64_t n, int64_t k, const std::array<uint32_t, 2048>& hist0,
+                          std::vector<uint32_t>& cand) {
+  static constexpr int kShift[3] = {21, 10, 0};
+  static constexpr uint32_t kMask[3] = {0x7ffu, 0x7ffu, 0x3ffu};
+  int64_t rank = k;  // rank of the wanted key among the keys still in play
+  std::array<uint32_t, 2048> hist;
+  const uint32_t* in_play = keys;
+  int64_t count = n;
+  uint32_t prefix = 0;
+  for (int level = 0; level < 3; ++level) {
+    if (level == 0) {
+      hist = hist0;
+    } else {
+      std::fill(hist.begin(), hist.end(), 0u);
+      for (int64_t i = 0; i < count; ++i) ++hist[(in_play[i] >> kShift[level]) & kMask[level]];
+    }
+    uint32_t bin = kMask[level];
+    while (static_cast<int64_t>(hist[bin]) < rank) rank -= hist[bin--];
+    prefix |= bin << kShift[level];
+    const int64_t in_bin = hist[bin];
+    if (level == 2) return {prefix, rank};  // the bin is one exact key; `rank` of its copies are taken
+    // Keep only the keys whose digits so far match the selected prefix.
+    cand.resize(static_cast<size_t>(in_bin));
+    const int shift = kShift[level];
+    const uint32_t want = prefix >> shift;
+    int64_t w = 0;
+    for (int64_t i = 0; i < count && w < in_bin; ++i) {
+      const uint32_t key = in_play[i];
+      if ((key >> shift) == want) cand[w++] = key;
+    }
+    in_play = cand.data();
+    count = in_bin;
+    if (count <= kSmallCandidateSet) return select_by_nth_element(cand.data(), count, rank);
+  }
+  return {prefix, rank};  // unreachable: level 2 returns
+}
+
+}  // namespace
+
+bool topk_indices_row(const float* scores, int64_t n, int64_t k, int64_t* out, TopkScratch& scratch) {
+  uint32_t nan_seen = 0;
+  if (k <= 0 || k >= n) {
+    for (int64_t i = 0; i < n; ++i) (void)sortable_key(scores[i], nan_seen);
+    if (nan_seen) return false;
+    for (int64_t i = 0; i < k; ++i) out[i] = i;
+    return true;
+  }
+  scratch.keys.resize(static_cast<size_t>(n));
+  uint32_t* keys = scratch.keys.data();
+  Threshold kth;
+  if (n < kRadixMinLength) {
+    for (int64_t i = 0; i < n; ++i) keys[i] = sortable_key(scores[i], nan_seen);
+    if (nan_seen) return false;
+    scratch.candidates.assign(keys, keys + n);
+    kth = select_by_nth_element(scratch.candidates.data(), n, k);
+  } else {
+    // Make the keys, check NaN and build the top-digit histogram in the same pass over the row.
+    std::array<uint32_t, 2048> hist0{};
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t key = sortable_key(scores[i], nan_seen);
+      keys[i] = key;
+      ++hist0[key >> 21];
+    }
+    if (nan_seen) return false;
+    kth = select_by_radix(keys, n, k, hist0, scratch.candidates);
+  }
+  // Order-preserving filter: everything above the threshold, and the first `ties_taken` copies of it. Written
+  // without data-dependent branches; the write at out[w] is always in bounds because the loop stops at w == k.
+  int64_t w = 0;
+  int64_t ties_left = kth.ties_taken;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t key = keys[i];
+    const int64_t equal = key == kth.key;
+    const int64_t take = (key > kth.key) | (equal & (ties_left > 0));
+    out[w] = i;
+    w += take;
+    ties_left -= equal & take;
+    if (w == k) break;
+  }
+  return true;
+}
+
+bool topk_indices(const float* scores, int64_t rows, int64_t n, int64_t k, int64_t* out) {
+  TopkScratch scratch;
+  bool ok = true;
+  for (int64_t r = 0; r < rows; ++r) ok &= topk_indices_row(scores + r * n, n, k, out + r * k, scratch);
+  return ok;
 }
 
 bool has_nan(const float* scores, int64_t count) {
