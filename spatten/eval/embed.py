@@ -1,8 +1,9 @@
 """Sentence embeddings from a (possibly patched) encoder: mean of the last hidden states over real tokens.
 
-With cascade token pruning the encoder returns fewer positions than it was given; the tokens that survived
-are then read from the patch handle (`last_kept_positions[-1]`, -1 marks an empty slot), so the mean runs
-over the surviving real tokens only.
+With cascade token pruning only the tokens that entered the last layer carry final states; the patch hands
+the encoder output back at full length (pruned positions keep the state they had when pruned), so the mean
+runs over the survivors, read from the handle (`last_kept_positions[-1]`, -1 marks an empty slot). That is
+what the pruned model really computed: a pruned token never reaches the output.
 """
 
 from __future__ import annotations
@@ -13,20 +14,29 @@ import numpy as np
 
 
 def _output_mask(hidden, attention_mask, handle):
-    """bool[B, n] marking the real tokens among the n output positions."""
+    """bool[B, n] marking the real tokens among the n output positions that survived to the last layer."""
+    import torch
+
+    positions = list(getattr(handle, "last_kept_positions", None) or []) if handle is not None else []
     n = hidden.shape[1]
-    if n == attention_mask.shape[1]:
-        return attention_mask.bool()
-    positions = getattr(handle, "last_kept_positions", None) if handle is not None else None
+    real = attention_mask.bool()
     if not positions:
-        raise RuntimeError(f"the encoder returned {n} positions for {attention_mask.shape[1]} inputs and no "
-                           "patch handle with last_kept_positions says which tokens they are")
+        if n != real.shape[1]:
+            raise RuntimeError(f"the encoder returned {n} positions for {real.shape[1]} inputs and no patch "
+                               "handle with last_kept_positions says which tokens they are")
+        return real
     last = positions[-1]
-    if tuple(last.shape) != (hidden.shape[0], n):
-        raise RuntimeError(f"last_kept_positions[-1] has shape {tuple(last.shape)}, the output is "
-                           f"{tuple(hidden.shape[:2])}")
-    real = attention_mask.bool().gather(1, last.clamp(min=0))
-    return (last >= 0) & real
+    if last.shape[0] != hidden.shape[0]:
+        raise RuntimeError(f"last_kept_positions[-1] has batch {last.shape[0]}, the output has {hidden.shape[0]}")
+    if n == real.shape[1]:  # full-length output: mark the survivors
+        survived = torch.zeros_like(real)
+        rows = torch.arange(last.shape[0]).unsqueeze(1).expand_as(last)
+        ok = last >= 0
+        survived[rows[ok], last[ok]] = True
+        return survived & real
+    if last.shape[1] != n:
+        raise RuntimeError(f"last_kept_positions[-1] has {last.shape[1]} slots, the output has {n} positions")
+    return (last >= 0) & real.gather(1, last.clamp(min=0))
 
 
 def embed_sentences(model, tokenizer, texts: Sequence[str], *, batch_size: int = 32, max_length: int = 128,

@@ -50,8 +50,9 @@ def _load(model, kind: str, data_dir):
     return model if isinstance(model, LoadedModel) else load_model(model, kind=kind, data_dir=data_dir)
 
 
-def _finish(result: dict, trace, preset: str, simulate: bool, out_dir) -> dict:
-    """Add kept/hardware summaries and write the run's files."""
+def _finish(result: dict, trace, preset: str, simulate: bool, out_dir, annotate) -> dict:
+    """Add kept/hardware summaries (and the caller's annotations) and write the run's files."""
+    result.update(annotate or {})
     result["kept"] = hardware.kept_summary(trace)
     report = None
     if simulate:
@@ -89,7 +90,8 @@ def _jsonable(value):
 
 def run_glue(task: str | GlueTask = "sts-b", model=None, config=None, *, n_examples: int | None = None,
              batch_size: int = 32, max_length: int = 128, preset: str = "spatten", simulate: bool = True,
-             out_dir=None, head_train: int = 2000, cache_dir=None, data_dir=None, seed: int = 0) -> dict:
+             out_dir=None, head_train: int = 2000, cache_dir=None, data_dir=None, seed: int = 0,
+             annotate: dict | None = None) -> dict:
     """Score a (patched) encoder on a GLUE dev set.
 
     STS-B is scored without training: cosine similarity of the two sentence embeddings against the gold
@@ -125,7 +127,7 @@ def run_glue(task: str | GlueTask = "sts-b", model=None, config=None, *, n_examp
         "head": None if head is None else {"n_train": head.n_train, "train_accuracy": head.train_accuracy},
         "seconds": time.perf_counter() - start,
     }
-    return _finish(result, trace, preset, simulate, out_dir)
+    return _finish(result, trace, preset, simulate, out_dir, annotate)
 
 
 def lm_windows(data: str, loaded, *, max_tokens: int, window: int, stride: int, seed: int = 0,
@@ -145,7 +147,7 @@ def lm_windows(data: str, loaded, *, max_tokens: int, window: int, stride: int, 
 
 def run_lm(data: str = "wikitext-2", model=None, config=None, *, max_tokens: int = 1024, window: int = 256,
            stride: int = 128, preset: str = "spatten", simulate: bool = True, out_dir=None, data_dir=None,
-           seed: int = 0, windows: list[lm.Window] | None = None) -> dict:
+           seed: int = 0, windows: list[lm.Window] | None = None, annotate: dict | None = None) -> dict:
     """Perplexity of a (patched) decoder, plus KL divergence and top-1 agreement with the unpruned model.
 
     data: an LM corpus name (spatten.eval.tasks.LM_CORPORA) or "stories" (sampled from the unpruned model
@@ -178,4 +180,4 @@ def run_lm(data: str = "wikitext-2", model=None, config=None, *, max_tokens: int
         "metrics": scores, "headline": {"name": "perplexity", "value": scores["perplexity"]},
         "seconds": time.perf_counter() - start,
     }
-    return _finish(result, trace, preset, simulate, out_dir)
+    return _finish(result, trace, preset, simulate, out_dir, annotate)
