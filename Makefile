@@ -10,7 +10,7 @@ export SPATTEN_DATA_DIR
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-APT_PACKAGES := libeigen3-dev libgtest-dev
+APT_PACKAGES := libeigen3-dev libgtest-dev libyaml-cpp-dev
 CMAKE_TEST_FLAGS := -DSPATTEN_BUILD_TESTS=ON -DSPATTEN_BUILD_PYTHON=OFF -G Ninja
 
 .PHONY: demo test deps build cpp-test cpp-test-asan pytest bench clean

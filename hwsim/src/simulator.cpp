@@ -1,0 +1,579 @@
+#include "simulator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+
+#include "crossbar.h"
+#include "registry.h"
+#include "topk_model.h"
+
+namespace spatten::hwsim {
+
+namespace {
+
+constexpr Cycle kNever = std::numeric_limits<Cycle>::max();
+
+uint64_t ceil_div(uint64_t a, uint64_t b) { return b ? (a + b - 1) / b : 0; }
+uint32_t ceil_log2(uint64_t v) {
+  uint32_t b = 0;
+  while ((uint64_t(1) << b) < v) ++b;
+  return b;
+}
+
+// A datapath unit whose timing is a streaming server: it starts when its input starts and it is free, does
+// `work` cycles of it, and cannot finish before its input has finished. Units are fed in order by the
+// controller, so a unit needs no events of its own.
+class StreamUnit : public Component {
+ public:
+  StreamUnit(const std::string& name, EventQueue& q) : Component(name, q) {
+    if (!builtin_components().has(name)) throw std::logic_error("unregistered component " + name);
+  }
+  void handle(uint32_t, uint64_t) override { throw std::logic_error(name() + " takes no events"); }
+  std::pair<Cycle, Cycle> stream(Cycle in_first, Cycle in_last, uint64_t work) {
+    const Cycle start = std::max(free_, in_first);
+    const Cycle end = std::max(start + work, in_last);
+    free_ = end;
+    busy_cycles_ += double(work);
+    return {start, end};
+  }
+
+ private:
+  Cycle free_ = 0;
+};
+
+enum class JobKind : uint8_t { kKeys, kKeyLsb, kValues };
+
+struct FetchJob {
+  uint32_t request;
+  JobKind kind;
+  uint64_t transactions = 0, done = 0;
+  Cycle first = kNever, last = 0;
+};
+
+struct Request {
+  uint32_t group = 0;
+  uint32_t layer = 0;
+  bool summarize = false;
+  uint64_t q_rows = 0, keys = 0, values = 0, kv_len = 0, d = 0, refetch_rows = 0;
+  uint32_t k_bits = 0, k_lsb_bits = 0, v_bits = 0, q_bits = 0;
+  bool accumulate = false, rescale = false;
+  TopkKind topk = TopkKind::kNone;
+  uint64_t topk_k = 0, heads_in_layer = 0;
+  uint64_t key_slots = 0, value_slots = 0;
+  uint64_t region = 0;  // index of this (layer, head) in the address space
+};
+
+class Accelerator;
+
+// K/V fetcher: splits fetches into row-runs, sends them through the crossbar, gathers completions.
+class KvFetcher : public Component, public RunSink {
+ public:
+  enum Kind : uint32_t { kCompletion = 0 };
+  KvFetcher(EventQueue& q, const HwConfig& cfg, Crossbar& xbar, Accelerator& acc)
+      : Component("kv-fetcher", q), cfg_(cfg), map_(cfg), xbar_(xbar), acc_(acc), per_channel_(cfg.dram.channels) {}
+
+  uint32_t start(uint32_t request, JobKind kind, const std::vector<Gather>& gathers);
+  FetchJob& job(uint32_t id) { return jobs_[id]; }
+  void run_scheduled(const Run& run, Cycle first_data, Cycle last_data) override;
+  void handle(uint32_t kind, uint64_t arg) override;
+  uint64_t runs() const { return runs_; }
+
+ private:
+  void finished(uint32_t id);
+  const HwConfig& cfg_;
+  AddressMap map_;
+  Crossbar& xbar_;
+  Accelerator& acc_;
+  std::vector<FetchJob> jobs_;
+  std::vector<std::vector<Run>> per_channel_;
+  uint64_t runs_ = 0;
+};
+
+// Request scheduler + the per-request controller that walks a request through the datapath units.
+class Accelerator : public Component {
+  const HwConfig& cfg_;
+  std::vector<Request> requests_;
+
+ public:
+  enum Kind : uint32_t { kTryIssue, kJobDone, kDecision, kProbsReady, kIssueValues, kDone, kBarrierRelease };
+
+  Accelerator(EventQueue& q, const HwConfig& cfg, std::vector<Request> requests, uint32_t groups)
+      : Component("request-scheduler", q),
+        cfg_(cfg),
+        requests_(std::move(requests)),
+        group_end_(groups, 0),
+        group_bytes_(groups, 0),
+        qk_("qk-unit", q),
+        softmax_("softmax", q),
+        requant_("requant-decision", q),
+        topk_("topk-engine", q),
+        pv_("pv-unit", q),
+        importance_("importance-accumulator", q),
+        local_topk_(cfg.topk_parallelism),
+        cascade_topk_(cfg.cascade_topk_parallelism),
+        key_slots_free_(cfg.buffer_key_slots()),
+        value_slots_free_(cfg.buffer_key_slots()) {}
+
+  void attach(KvFetcher* fetcher) { fetcher_ = fetcher; }
+  void handle(uint32_t kind, uint64_t arg) override;
+  void note_bytes(uint32_t request, uint64_t bytes) { group_bytes_[requests_[request].group] += bytes; }
+
+  // Counters for the report and the energy model.
+  double macs = 0, useful_macs = 0, scores = 0, topk_elements = 0, importance_adds = 0;
+  double buffer_elements_written = 0, fetched_bits = 0, written_bytes = 0;
+  std::vector<Cycle> group_end_;
+  std::vector<uint64_t> group_bytes_;
+  std::vector<const StreamUnit*> units() const { return {&qk_, &softmax_, &requant_, &topk_, &pv_, &importance_}; }
+
+ private:
+  uint64_t base(uint64_t region, uint32_t kind) const;
+  void try_issue();
+  void on_keys(uint32_t r, const FetchJob& job);
+  void on_lsb(uint32_t r, const FetchJob& job);
+  void on_values(uint32_t r, const FetchJob& job);
+  void probs_ready(uint32_t r);
+  bool issue_values(uint32_t r);
+  Cycle attention(const Request& R, const FetchJob& job, uint64_t rows);
+
+  KvFetcher* fetcher_ = nullptr;
+  StreamUnit qk_, softmax_, requant_, topk_, pv_, importance_;
+  TopkLatencyModel local_topk_, cascade_topk_;
+  size_t next_ = 0;
+  bool barrier_ = false;
+  bool issue_scheduled_ = false;
+  Cycle last_issue_ = kNever;
+  uint32_t key_allocs_ = 0, value_allocs_ = 0;
+  uint64_t key_slots_free_, value_slots_free_;
+  std::deque<uint32_t> value_wait_;
+
+ public:
+  uint64_t region_stride = 0, region_stagger = 0;
+};
+
+uint32_t KvFetcher::start(uint32_t request, JobKind kind, const std::vector<Gather>& gathers) {
+  const uint32_t id = uint32_t(jobs_.size());
+  jobs_.push_back(FetchJob{request, kind});
+  FetchJob& job = jobs_.back();
+  for (auto& runs : per_channel_) runs.clear();
+  for (const auto& g : gathers) {
+    job.transactions += gather_transactions(g, cfg_.transaction_bytes);
+    append_runs(map_, g, cfg_.transaction_bytes, id, per_channel_);
+  }
+  acc_.note_bytes(request, job.transactions * cfg_.transaction_bytes);
+  if (job.transactions == 0) {
+    job.first = job.last = now();
+    finished(id);
+    return id;
+  }
+  for (uint32_t c = 0; c < per_channel_.size(); ++c)
+    for (const Run& run : per_channel_[c]) {
+      xbar_.enqueue(xbar_.master_for(id, c), c, run);
+      ++runs_;
+    }
+  return id;
+}
+
+void KvFetcher::run_scheduled(const Run& run, Cycle first_data, Cycle last_data) {
+  FetchJob& job = jobs_[run.job];
+  job.first = std::min(job.first, first_data + cfg_.crossbar_latency);
+  job.last = std::max(job.last, last_data + cfg_.crossbar_latency);
+  queue().schedule(last_data + cfg_.crossbar_latency, this, kCompletion, (uint64_t(run.job) << 32) | run.total());
+  busy_cycles_ += run.total();
+}
+
+void KvFetcher::handle(uint32_t, uint64_t arg) {
+  const uint32_t id = uint32_t(arg >> 32);
+  FetchJob& job = jobs_[id];
+  job.done += arg & 0xffffffffu;
+  if (job.done == job.transactions) finished(id);
+}
+
+void KvFetcher::finished(uint32_t id) { queue().schedule(now(), &acc_, Accelerator::kJobDone, id); }
+
+uint64_t Accelerator::base(uint64_t region, uint32_t kind) const {
+  // Regions are power-of-two aligned; staggering them by one bank each keeps concurrent streams off one bank.
+  const uint64_t index = region * 4 + kind;
+  return index * region_stride + (index % 16) * region_stagger;
+}
+
+void Accelerator::handle(uint32_t kind, uint64_t arg) {
+  const uint32_t r = uint32_t(arg);
+  switch (kind) {
+    case kTryIssue:
+      issue_scheduled_ = false;
+      try_issue();
+      break;
+    case kJobDone: {
+      const FetchJob& job = fetcher_->job(uint32_t(arg));
+      if (job.kind == JobKind::kKeys) on_keys(job.request, job);
+      else if (job.kind == JobKind::kKeyLsb) on_lsb(job.request, job);
+      else on_values(job.request, job);
+      break;
+    }
+    case kDecision: {
+      const Request& R = requests_[r];
+      if (R.refetch_rows && R.k_lsb_bits) {
+        fetched_bits += double(R.keys) * R.d * R.k_lsb_bits;
+        buffer_elements_written += double(R.keys) * R.d;
+        fetcher_->start(r, JobKind::kKeyLsb, {Gather{base(R.region, 1), R.keys, R.kv_len, R.d * R.k_lsb_bits}});
+      } else {
+        probs_ready(r);
+      }
+      break;
+    }
+    case kProbsReady:
+      probs_ready(r);
+      break;
+    case kIssueValues:
+      if (!value_wait_.empty() || !issue_values(r)) value_wait_.push_back(r);
+      break;
+    case kDone: {
+      const Request& R = requests_[r];
+      value_slots_free_ += R.value_slots;
+      --value_allocs_;
+      group_end_[R.group] = std::max(group_end_[R.group], now());
+      while (!value_wait_.empty() && issue_values(value_wait_.front())) value_wait_.pop_front();
+      break;
+    }
+    case kBarrierRelease:
+      barrier_ = false;
+      try_issue();
+      break;
+    default:
+      throw std::logic_error("request-scheduler: unknown event");
+  }
+}
+
+void Accelerator::try_issue() {
+  while (next_ < requests_.size() && !barrier_) {
+    if (last_issue_ == now()) {  // one request per cycle
+      if (!issue_scheduled_) {
+        issue_scheduled_ = true;
+        queue().schedule(now() + 1, this, kTryIssue);
+      }
+      return;
+    }
+    const uint32_t r = uint32_t(next_);
+    const Request& R = requests_[r];
+    if (key_allocs_ >= std::min(cfg_.max_live_requests, cfg_.request_fifo_depth) || key_slots_free_ < R.key_slots)
+      return;  // a key-buffer release retries
+    ++key_allocs_;
+    key_slots_free_ -= R.key_slots;
+    last_issue_ = now();
+    busy_cycles_ += 1;
+    ++next_;
+    if (R.topk != TopkKind::kNone) barrier_ = true;  // later rows need this cascade top-k's survivors
+    std::vector<Gather> gathers{Gather{base(R.region, 0), R.keys, R.kv_len, R.d * R.k_bits}};
+    if (R.summarize) gathers.push_back(Gather{base(R.region, 3), R.q_rows, R.q_rows, R.d * R.q_bits});
+    fetched_bits += double(R.keys) * R.d * R.k_bits + (R.summarize ? double(R.q_rows) * R.d * R.q_bits : 0.0);
+    buffer_elements_written += double(R.keys) * R.d;
+    fetcher_->start(r, JobKind::kKeys, gathers);
+  }
+}
+
+// Q.K for `rows` query rows over the fetched keys, then softmax; returns when the probabilities are out.
+Cycle Accelerator::attention(const Request& R, const FetchJob& job, uint64_t rows) {
+  const uint64_t M = cfg_.multipliers_per_array;
+  const uint64_t lanes = cfg_.lanes();
+  const double mac = double(rows) * R.keys * R.d;
+  macs += mac;
+  scores += double(rows) * R.keys;
+  const auto [qs, qe] = qk_.stream(job.first, job.last + 1, ceil_div(uint64_t(mac), M));
+  const uint64_t b = ceil_div(rows * R.keys, lanes), b_row = ceil_div(R.keys, lanes);
+  const auto [ss, se] = softmax_.stream(qs + cfg_.qk_latency, qe + cfg_.qk_latency, b);
+  (void)ss;
+  return se + cfg_.softmax_latency + b_row;  // drain: pipeline, then the last row's normalisation pass
+}
+
+void Accelerator::on_keys(uint32_t r, const FetchJob& job) {
+  const Request& R = requests_[r];
+  useful_macs += double(R.q_rows) * R.keys * R.d;
+  const Cycle probs = attention(R, job, R.q_rows);
+  const uint64_t lanes = cfg_.lanes();
+  // The requant decision needs the maximum over the whole row: a max tree over the lanes after the last score.
+  const auto [ds, de] = requant_.stream(probs - std::min<Cycle>(probs, ceil_div(R.q_rows * R.keys, lanes)), probs,
+                                        ceil_div(R.q_rows * R.keys, lanes));
+  (void)ds;
+  queue().schedule(std::max(now(), de + ceil_log2(lanes) + 1), this, kDecision, r);
+}
+
+void Accelerator::on_lsb(uint32_t r, const FetchJob& job) {
+  const Request& R = requests_[r];
+  const Cycle probs = attention(R, job, R.refetch_rows);  // only the flat rows are recomputed
+  queue().schedule(std::max(now(), probs), this, kProbsReady, r);
+}
+
+void Accelerator::probs_ready(uint32_t r) {
+  const Request& R = requests_[r];
+  const Cycle t = now();
+  // The key buffer is released once the final probabilities exist (StageRequantizeOrRelease).
+  key_slots_free_ += R.key_slots;
+  --key_allocs_;
+  try_issue();
+  const uint64_t stream = ceil_div(R.q_rows * R.keys, cfg_.lanes());
+  const Cycle in_first = t - std::min<Cycle>(t, stream);
+
+  Cycle importance_end = t;
+  if (R.accumulate || R.rescale) {
+    const uint64_t adds = (R.accumulate ? R.q_rows * R.keys : 0) + (R.rescale ? R.kv_len : 0);
+    importance_adds += double(adds);
+    importance_end = importance_.stream(in_first, t, ceil_div(adds, cfg_.importance_lanes)).second;
+  }
+  if (R.topk != TopkKind::kNone) {
+    // Global cascade top-k over the accumulated importance: tokens (all seen so far when generating, the
+    // survivors when summarizing) or heads. Later requests wait for it.
+    const uint64_t n = R.topk == TopkKind::kHead ? R.heads_in_layer : (R.summarize ? R.keys : R.kv_len);
+    const auto qs = cascade_topk_.cycles(n, std::min<uint64_t>(R.topk_k, n));
+    topk_elements += double(n);
+    const Cycle end = importance_.stream(importance_end, importance_end, qs.cycles).second;
+    queue().schedule(std::max(t, end), this, kBarrierRelease, r);
+  }
+  Cycle values_at = t;
+  if (R.values < R.keys && R.values > 0) {
+    // Local value pruning: one quick-select per query row; its first pass streams with the probabilities.
+    const auto qs = local_topk_.cycles(R.keys, R.values);
+    const uint64_t pass1 = qs.cycles ? ceil_div(R.keys, cfg_.topk_parallelism) + 3 : 0;
+    const uint64_t total = R.q_rows * qs.cycles;
+    topk_elements += double(R.q_rows) * R.keys;
+    values_at = topk_.stream(in_first, t + 3 + (total - std::min(total, pass1)), total).second;
+  }
+  queue().schedule(std::max(t, values_at), this, kIssueValues, r);
+}
+
+bool Accelerator::issue_values(uint32_t r) {
+  const Request& R = requests_[r];
+  if (value_allocs_ >= cfg_.max_live_requests || value_slots_free_ < R.value_slots) return false;
+  ++value_allocs_;
+  value_slots_free_ -= R.value_slots;
+  fetched_bits += double(R.values) * R.d * R.v_bits;
+  buffer_elements_written += double(R.values) * R.d;
+  fetcher_->start(r, JobKind::kValues, {Gather{base(R.region, 2), R.values, R.kv_len, R.d * R.v_bits}});
+  return true;
+}
+
+void Accelerator::on_values(uint32_t r, const FetchJob& job) {
+  const Request& R = requests_[r];
+  const double mac = double(R.q_rows) * R.values * R.d;
+  macs += mac;
+  useful_macs += mac;
+  const Cycle end = pv_.stream(job.first, job.last + 1, ceil_div(uint64_t(mac), cfg_.multipliers_per_array)).second;
+  if (R.summarize) written_bytes += double(R.q_rows) * R.d * cfg_.datapath_bits / 8;  // attention output
+  queue().schedule(std::max(now(), end + cfg_.pv_latency), this, kDone, r);
+}
+
+struct Built {
+  std::vector<Request> requests;
+  std::vector<uint32_t> group_layer;
+  uint64_t max_region_bytes = 0;
+};
+
+Built build_requests(const Trace& trace, const HwConfig& cfg) {
+  Built b;
+  uint32_t max_head = 0, max_layer = 0;
+  for (const auto& row : trace.rows) {
+    max_head = std::max(max_head, row.head);
+    max_layer = std::max(max_layer, row.layer);
+  }
+  const auto bits = [&](int32_t v) { return v < 0 ? cfg.datapath_bits : uint32_t(v); };
+  size_t i = 0;
+  while (i < trace.rows.size()) {
+    const TraceRow& first = trace.rows[i];
+    size_t j = i;
+    uint64_t heads = 0;
+    while (j < trace.rows.size() && trace.rows[j].stage == first.stage && trace.rows[j].step == first.step &&
+           trace.rows[j].layer == first.layer) {
+      heads = std::max<uint64_t>(heads, trace.rows[j].head + 1);
+      ++j;
+    }
+    const uint32_t group = uint32_t(b.group_layer.size());
+    b.group_layer.push_back(first.layer);
+    const size_t group_start = b.requests.size();
+    for (size_t k = i; k < j; ++k) {
+      const TraceRow& row = trace.rows[k];
+      if (!row.head_kept) {
+        // A pruned head does no work, but a cascade top-k recorded on it still happens (after the layer).
+        if (row.topk_kind != TopkKind::kNone) {
+          if (b.requests.size() > group_start && b.requests.back().topk == TopkKind::kNone) {
+            b.requests.back().topk = row.topk_kind;
+            b.requests.back().topk_k = uint64_t(std::max<int64_t>(0, row.topk_k));
+          }
+        }
+        continue;
+      }
+      Request R;
+      R.group = group;
+      R.layer = row.layer;
+      R.summarize = row.stage == Stage::kSummarize;
+      R.q_rows = row.query_rows;
+      R.keys = row.keys_fetched;
+      R.values = row.values_fetched;
+      R.kv_len = row.kv_len;
+      R.d = row.d_head;
+      R.k_bits = bits(row.k_msb_bits);
+      R.k_lsb_bits = row.k_lsb_bits > 0 ? uint32_t(row.k_lsb_bits) : 0;
+      R.refetch_rows = R.k_lsb_bits ? row.lsb_refetch_rows : 0;
+      R.v_bits = bits(row.v_bits);
+      R.q_bits = bits(row.q_bits);
+      R.accumulate = row.accumulate_importance;
+      R.rescale = row.rescale_importance;
+      R.topk = row.topk_kind;
+      R.topk_k = uint64_t(std::max<int64_t>(0, row.topk_k));
+      R.heads_in_layer = heads;
+      const uint64_t slots_per_vector = ceil_div(R.d, 64);
+      R.key_slots = std::min(cfg.buffer_key_slots(), std::max<uint64_t>(1, R.keys * slots_per_vector));
+      R.value_slots = std::min(cfg.buffer_key_slots(), std::max<uint64_t>(1, R.values * slots_per_vector));
+      R.region = uint64_t(row.layer) * (max_head + 1) + row.head;
+      b.max_region_bytes = std::max(b.max_region_bytes, std::max(R.kv_len, R.q_rows) * R.d * 4);
+      b.requests.push_back(R);
+    }
+    i = j;
+  }
+  return b;
+}
+
+uint64_t next_pow2(uint64_t v) {
+  uint64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+}  // namespace
+
+Report simulate_once(const Trace& input, const HwConfig& cfg, const SimOptions& options) {
+  validate_trace(input);
+  const Trace trace = cfg.dense ? make_dense(input) : input;
+  Built built = build_requests(trace, cfg);
+  const uint32_t groups = uint32_t(built.group_layer.size());
+
+  EventQueue q;
+  Accelerator acc(q, cfg, std::move(built.requests), groups);
+  const uint64_t row_span = uint64_t(cfg.dram.channels) * cfg.dram.pseudo_channels * cfg.dram.row_bytes;
+  acc.region_stride = next_pow2(std::max<uint64_t>(built.max_region_bytes, 16 * row_span));
+  acc.region_stagger = row_span;
+
+  std::vector<std::unique_ptr<HbmChannel>> channels;
+  std::vector<Link<Run>*> links;
+  KvFetcher* fetcher_ptr = nullptr;
+  // The fetcher needs the crossbar and the crossbar the channels; the channels report to the fetcher.
+  struct SinkProxy : RunSink {
+    KvFetcher** target;
+    void run_scheduled(const Run& r, Cycle a, Cycle b) override { (*target)->run_scheduled(r, a, b); }
+  } proxy;
+  proxy.target = &fetcher_ptr;
+  for (uint32_t c = 0; c < cfg.dram.channels; ++c) {
+    channels.push_back(std::make_unique<HbmChannel>("hbm2-channel", q, cfg, &proxy));
+    channels.back()->record_commands(options.dram_commands != nullptr);
+    links.push_back(&channels.back()->input());
+  }
+  Crossbar xbar("crossbar", q, cfg.fetch_channels, links);
+  KvFetcher fetcher(q, cfg, xbar, acc);
+  fetcher_ptr = &fetcher;
+  acc.attach(&fetcher);
+
+  q.schedule(0, &acc, Accelerator::kTryIssue);
+  q.run();
+  const Cycle end = std::max<Cycle>(q.now(), 1);
+
+  Report rep;
+  rep.preset = cfg.name;
+  rep.mode = cfg.dense ? "dense" : "as traced";
+  rep.trace_source = input.source;
+  rep.clock_hz = cfg.clock_ghz * 1e9;
+  rep.cycles = end;
+  rep.seconds = double(end) / rep.clock_hz;
+  rep.events = q.events_handled();
+  rep.peak_dram_bytes_per_second = cfg.peak_dram_bytes_per_cycle() * rep.clock_hz;
+  rep.peak_macs_per_second = cfg.peak_macs_per_cycle() * rep.clock_hz;
+  double activates = 0, refreshes = 0, active_cycles = 0, tx = 0;
+  double xbar_busy = 0, channel_busy = 0;
+  for (auto& ch : channels) {
+    ch->finish(end);
+    const auto& s = ch->stats();
+    rep.channels.push_back(s);
+    rep.dram_bytes_read += s.bytes_read;
+    activates += double(s.activates);
+    refreshes += double(s.refreshes);
+    active_cycles += s.active_standby_cycles;
+    tx += double(s.transactions);
+    channel_busy += s.data_bus_cycles;
+    if (options.dram_commands) options.dram_commands->push_back(ch->commands());
+  }
+  xbar_busy = xbar.busy_cycles();
+  rep.dram_bytes_written = uint64_t(acc.written_bytes);
+  rep.macs = acc.macs;
+  rep.useful_macs = acc.useful_macs;
+  rep.flops = 2 * acc.useful_macs;
+  rep.flops_per_second = rep.flops / rep.seconds;
+
+  // Per-layer: each (stage, step, layer) group is charged the time from the previous group's end to its own.
+  uint32_t layers = 0;
+  for (uint32_t l : built.group_layer) layers = std::max(layers, l + 1);
+  rep.layers.resize(layers);
+  for (uint32_t l = 0; l < layers; ++l) rep.layers[l].layer = l;
+  Cycle horizon = 0;
+  for (uint32_t g = 0; g < groups; ++g) {
+    const Cycle e = acc.group_end_[g];
+    auto& L = rep.layers[built.group_layer[g]];
+    if (e > horizon) {
+      L.cycles += double(e - horizon);
+      horizon = e;
+    }
+    L.dram_bytes_read += acc.group_bytes_[g];
+  }
+  for (const auto& row : trace.rows) {
+    if (!row.head_kept) continue;
+    auto& L = rep.layers[row.layer];
+    ++L.requests;
+    ++rep.requests;
+    L.keys_fetched += row.keys_fetched;
+    L.values_fetched += row.values_fetched;
+    L.lsb_refetch_rows += row.k_lsb_bits > 0 ? row.lsb_refetch_rows : 0;
+    L.macs += double(row.query_rows) * (row.keys_fetched + row.values_fetched) * row.d_head;
+  }
+
+  const double T = double(end);
+  for (const StreamUnit* u : acc.units()) rep.busy_fraction[u->name()] = std::min(1.0, u->busy_cycles() / T);
+  rep.busy_fraction["request-scheduler"] = std::min(1.0, acc.busy_cycles() / T);
+  rep.busy_fraction["crossbar"] = std::min(1.0, xbar_busy / (T * cfg.dram.channels));
+  rep.busy_fraction["hbm2-channel"] = std::min(1.0, channel_busy / (T * cfg.dram.channels));
+  rep.busy_fraction["kv-fetcher"] = std::min(1.0, fetcher.busy_cycles() / (T * cfg.fetch_channels));
+
+  // Energy: per-event energies x event counts, plus static power x time (energy-model.md section 6 rules).
+  const EnergyTable& e = cfg.energy;
+  const double pj = 1e-12;
+  auto& parts = rep.energy.parts;
+  parts["mac"] = acc.macs * (e.mac_12b + e.mac_overhead) * pj;
+  parts["kv_buffer_read"] = acc.macs / 512.0 * e.kv_buffer_line_read * pj;  // a 512-element line feeds 512 MACs
+  parts["kv_buffer_write"] = acc.buffer_elements_written / 512.0 * e.kv_buffer_line_write * pj;
+  parts["fetch_fifo"] = acc.fetched_bits / 512.0 * (e.fifo_read_512b + e.fifo_write_512b) * pj;
+  parts["softmax"] = acc.scores * (e.softmax_exp + e.softmax_elem_misc) * pj;
+  parts["topk"] = acc.topk_elements * e.topk_element * pj;
+  parts["dram_read"] = tx * cfg.transaction_bytes / 64.0 * e.dram_read_64B * pj;
+  parts["dram_write"] = double(rep.dram_bytes_written) / 64.0 * e.dram_write_64B * pj;
+  parts["dram_activate"] = activates * e.dram_activate * pj;
+  parts["dram_refresh"] = refreshes * e.dram_refresh * pj;
+  const double channel_seconds = T * cfg.dram.channels / rep.clock_hz;
+  const double active_seconds = active_cycles / rep.clock_hz;
+  parts["dram_standby"] = (active_seconds * e.dram_active_standby_mw +
+                           (channel_seconds - active_seconds) * e.dram_precharge_standby_mw) * 1e-3;
+  parts["leakage"] = (e.leakage_logic_mw + e.leakage_sram_mw) * 1e-3 * rep.seconds;
+  rep.energy_joules = rep.energy.total();
+  rep.power_watts = rep.energy_joules / rep.seconds;
+  return rep;
+}
+
+Report simulate(const Trace& trace, const HwConfig& cfg, bool dense_baseline) {
+  Report rep = simulate_once(trace, cfg);
+  if (dense_baseline) {
+    HwConfig dense = cfg;
+    dense.dense = true;
+    rep.dense = std::make_shared<Report>(simulate_once(trace, dense));
+  }
+  return rep;
+}
+
+}  // namespace spatten::hwsim
