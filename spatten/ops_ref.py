@@ -166,7 +166,8 @@ def quantize_msb_lsb(
         group_max = torch.zeros(x.shape[:-2] + ((1,) if per == "head" else (x.shape[-2],)) + (1,))
     else:
         group_max = xf.abs().amax(dim=dims, keepdim=True)
-    scale = torch.where(group_max > 0, group_max / qmax, 1.0)
+    tiniest = torch.finfo(torch.float32).smallest_normal * 2.0**-23  # smallest subnormal: x / scale stays finite
+    scale = torch.where(group_max > 0, torch.clamp_min(group_max / qmax, tiniest), 1.0)
     q = torch.clamp(torch.round(xf / scale), -qmax, qmax).to(torch.int32)
     msb = torch.div(q, 2**lsb_bits, rounding_mode="floor")
     lsb = q - msb * 2**lsb_bits
@@ -193,12 +194,19 @@ def dequantize_msb_lsb(
         raise TypeError(f"spatten.{op}: scale must be float32, got {scale.dtype}")
     if not 0 <= lsb_bits <= 15:
         raise ValueError(f"spatten.{op}: lsb_bits must be in [0, 15], got {lsb_bits}")
-    try:
-        torch.broadcast_shapes(scale.shape, msb.shape)
-    except RuntimeError:
+    if msb.dim() < 2:
+        raise ValueError(f"spatten.{op}: msb must be [..., L, D] (at least 2 dims), got shape {list(msb.shape)}")
+    layout_ok = (
+        scale.dim() == msb.dim()
+        and scale.shape[-1] == 1
+        and scale.shape[-2] in (1, msb.shape[-2])
+        and all(s in (1, m) for s, m in zip(scale.shape[:-2], msb.shape[:-2]))
+    )
+    if not layout_ok:
         raise ValueError(
-            f"spatten.{op}: scale shape {list(scale.shape)} does not broadcast to msb shape {list(msb.shape)}"
-        ) from None
+            f"spatten.{op}: scale must be [..., 1, 1] (per head) or [..., L, 1] (per token) for values of shape "
+            f"{list(msb.shape)}, got {list(scale.shape)}"
+        )
     low = lsb.to(torch.int32) if lsb is not None else (2 ** (lsb_bits - 1) if lsb_bits > 0 else 0)
     q = msb.to(torch.int32) * 2**lsb_bits + low
     return q.float() * scale
@@ -243,6 +251,8 @@ def progressive_attention(
                              f"[B, H, Lq, Lk] = {[b, h, lq, lk]}") from None
     if threshold != threshold:
         raise ValueError(f"spatten.{op}: threshold is NaN")
+    if not abs(scaling) < float("inf"):
+        raise ValueError(f"spatten.{op}: scaling must be finite, got {scaling}")
     k_coarse = dequantize_msb_lsb(k_msb, None, k_scale, lsb_bits)
     k_full = dequantize_msb_lsb(k_msb, k_lsb, k_scale, lsb_bits)
     qf = q.float()

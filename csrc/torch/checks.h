@@ -47,3 +47,40 @@ inline at::Tensor as_contiguous_float(const at::Tensor& t) {
 inline int64_t row_grain(int64_t row_length) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(row_length, 1)); }
 
 }  // namespace spatten::torch_ops
+
+namespace spatten::torch_ops {
+
+// True if a tensor of shape `have` broadcasts to `want` (numpy rules, without adding dims to `want`).
+inline bool broadcasts_to(at::IntArrayRef have, at::IntArrayRef want) {
+  if (have.size() > want.size()) return false;
+  const size_t offset = want.size() - have.size();
+  for (size_t i = 0; i < have.size(); ++i)
+    if (have[i] != 1 && have[i] != want[offset + i]) return false;
+  return true;
+}
+
+// Bits of the LSB part of an MSB/LSB pair (msb_bits >= 1 and b <= 16 leave at most 15).
+inline void check_lsb_bits(const char* op, int64_t lsb_bits) {
+  TORCH_CHECK_VALUE(lsb_bits >= 0 && lsb_bits <= 15, op, ": lsb_bits must be in [0, 15], got ", lsb_bits);
+}
+
+// The quantization scale for msb of shape [..., L, D]: float32 [..., 1, 1] or [..., L, 1] whose leading dims
+// broadcast to msb's. Returned expanded to msb's leading dims and contiguous, with Ls (1 or L) in *scale_rows.
+inline at::Tensor checked_scale(const char* op, const char* name, const at::Tensor& scale, const at::Tensor& msb,
+                                int64_t* scale_rows) {
+  check_dtype(op, name, scale, at::kFloat);
+  check_cpu(op, name, scale);
+  const int64_t l = msb.size(-2);
+  const bool layout_ok = scale.dim() == msb.dim() && scale.size(-1) == 1 &&
+                         (scale.size(-2) == 1 || scale.size(-2) == l) &&
+                         broadcasts_to(scale.sizes().slice(0, scale.dim() - 2), msb.sizes().slice(0, msb.dim() - 2));
+  TORCH_CHECK_VALUE(layout_ok, op, ": ", name, " must be [..., 1, 1] (per head) or [..., L, 1] (per token) for ",
+                    "values of shape ", msb.sizes(), ", got ", scale.sizes());
+  *scale_rows = scale.size(-2);
+  std::vector<int64_t> want(msb.sizes().begin(), msb.sizes().end());
+  want[want.size() - 2] = *scale_rows;
+  want.back() = 1;
+  return scale.expand(want).contiguous();
+}
+
+}  // namespace spatten::torch_ops

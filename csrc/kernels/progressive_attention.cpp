@@ -1,0 +1,93 @@
+#include "kernels/progressive_attention.h"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernels/quantize.h"
+
+namespace spatten {
+namespace {
+
+using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const RowMajor>;
+using Map = Eigen::Map<RowMajor>;
+
+// In-place masked softmax of one row of logits. Returns the row's max probability, or -1 when no key is allowed
+// (the row is then all zeros).
+float masked_softmax_row(float* row, const ProgressiveHeadInputs& in, int64_t i, int64_t lk) {
+  const bool* mask_row = in.mask ? in.mask + i * in.mask_row_stride : nullptr;
+  auto allowed = [&](int64_t j) { return !mask_row || mask_row[j * in.mask_col_stride]; };
+  float row_max = -std::numeric_limits<float>::infinity();
+  bool any = false;
+  for (int64_t j = 0; j < lk; ++j) {
+    if (allowed(j)) {
+      any = true;
+      row_max = std::max(row_max, row[j]);
+    }
+  }
+  if (!any) {
+    std::fill(row, row + lk, 0.0f);
+    return -1.0f;
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < lk; ++j) {
+    const float e = allowed(j) ? std::exp(row[j] - row_max) : 0.0f;
+    row[j] = e;
+    sum += e;
+  }
+  float prob_max = 0.0f;
+  for (int64_t j = 0; j < lk; ++j) {
+    row[j] /= sum;
+    prob_max = std::max(prob_max, row[j]);
+  }
+  return prob_max;
+}
+
+void dequantize_keys(const ProgressiveHeadInputs& in, const ProgressiveParams& p, bool with_lsb, float* keys) {
+  dequantize_msb_lsb_rows(in.k_msb, with_lsb ? in.k_lsb : nullptr, in.k_scale, p.lk, p.d,
+                          in.k_scale_per_token ? 1 : std::max<int64_t>(p.lk, 1), p.lsb_bits, keys);
+}
+
+}  // namespace
+
+void progressive_attention_head(const ProgressiveHeadInputs& in, const ProgressiveParams& p, float* out,
+                                float* probs, bool* refetch, ProgressiveScratch& scratch) {
+  const int64_t lq = p.lq, lk = p.lk, d = p.d, dv = p.dv;
+  scratch.keys.resize(static_cast<size_t>(lk * d));
+  ConstMap q(in.q, lq, d);
+  ConstMap keys(scratch.keys.data(), lk, d);
+  Map logits(probs, lq, lk);  // logits are softmaxed in place into probs
+
+  // Pass 1: MSB-only keys (missing LSBs at their midpoint).
+  dequantize_keys(in, p, /*with_lsb=*/false, scratch.keys.data());
+  logits.noalias() = (q * keys.transpose()) * p.scaling;
+  scratch.refetch_rows.clear();
+  for (int64_t i = 0; i < lq; ++i) {
+    const float prob_max = masked_softmax_row(probs + i * lk, in, i, lk);
+    refetch[i] = prob_max >= 0.0f && prob_max < p.threshold;
+    if (refetch[i]) scratch.refetch_rows.push_back(i);
+  }
+
+  // Pass 2: the low-confidence rows again, from MSB+LSB keys, as one matrix product.
+  const int64_t nr = static_cast<int64_t>(scratch.refetch_rows.size());
+  if (nr > 0) {
+    dequantize_keys(in, p, /*with_lsb=*/true, scratch.keys.data());
+    scratch.refetch_q.resize(static_cast<size_t>(nr * d));
+    scratch.refetch_logits.resize(static_cast<size_t>(nr * lk));
+    Map rq(scratch.refetch_q.data(), nr, d);
+    for (int64_t r = 0; r < nr; ++r) rq.row(r) = q.row(scratch.refetch_rows[r]);
+    Map rlogits(scratch.refetch_logits.data(), nr, lk);
+    rlogits.noalias() = (rq * keys.transpose()) * p.scaling;
+    for (int64_t r = 0; r < nr; ++r) {
+      const int64_t i = scratch.refetch_rows[r];
+      std::copy_n(scratch.refetch_logits.data() + r * lk, lk, probs + i * lk);
+      masked_softmax_row(probs + i * lk, in, i, lk);
+    }
+  }
+
+  Map(out, lq, dv).noalias() = ConstMap(probs, lq, lk) * ConstMap(in.v, lk, dv);
+}
+
+}  // namespace spatten
