@@ -163,3 +163,42 @@ def test_every_method_on_every_family(method, family):
     stats = handle.stats
     assert list(stats["layer"]) == list(range(layers))
     assert stats["token_keep"].iloc[-1] < 1.0 if cfg.prunes_tokens else (stats["token_keep"] == 1.0).all()
+
+
+def _gpt2_generation_trace(cfg):
+    model = tiny_model("gpt2")
+    ids, _ = random_batch(model, batch=1, length=20)
+    with spatten.patch(model, cfg) as handle:
+        model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    return handle.trace
+
+
+def test_gpt2_generation_trace_exports_to_the_official_csv(tmp_path, workloads_dir):
+    trace = _gpt2_generation_trace(SpAttenConfig(token_keep=0.5, value_keep=0.3, k_bits=(6, 4), v_bits=6,
+                                                 refetch_threshold=0.05))
+    decode = Trace(trace.rows[trace.rows["stage"] == "generate"], trace.meta)
+    path = decode.to_official_csv(tmp_path / "patched.csv")
+    official_header = (workloads_dir / "summary-gpt2-small-wikitext2-per8.csv").read_text().splitlines()[0]
+    assert path.read_text().splitlines()[0] == official_header
+    back = Trace.from_official_csv(path).rows
+    for column in ("step", "layer", "head", "kv_len", "keys_fetched", "values_fetched", "k_msb_bits", "topk_k"):
+        assert back[column].tolist() == decode.rows[column].tolist(), column
+    assert (back["topk_kind"] == "token").any() and (back["keys_fetched"] < back["kv_len"]).any()
+
+
+def test_trace_runs_through_the_simulator():
+    hwsim = pytest.importorskip("spatten.hwsim", reason="spatten.hwsim is not built yet")
+    trace = _gpt2_generation_trace(SpAttenConfig(token_keep=0.5, k_bits=(6, 4)))
+    report = hwsim.simulate(trace)
+    assert report.to_dict()["cycles"] > 0
+
+
+def test_fast_path_skips_importance_when_nothing_is_pruned(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("importance computed although no token pruning is configured")
+
+    monkeypatch.setattr(kernels, "token_importance", forbidden)
+    for family in ("bert", "llama"):
+        model = tiny_model(family)
+        with spatten.patch(model, SpAttenConfig(head_keep=0.5)):
+            model(input_ids=random_batch(model)[0])
