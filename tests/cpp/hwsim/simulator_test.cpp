@@ -1,0 +1,190 @@
+// Whole-simulator tiers: theoretical peaks (DRAM bandwidth, MAC rate), determinism, timing legality of a full
+// run, fetch accounting against hand counts, dense baseline, preset errors.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "config.h"
+#include "errors.h"
+#include "registry.h"
+#include "simulator.h"
+
+using namespace spatten::hwsim;
+
+namespace {
+
+HwConfig preset(const std::string& name = "spatten") { return load_preset(name, {SPATTEN_TEST_PRESET_DIR}); }
+
+TraceRow row(Stage stage, uint32_t layer, uint32_t head, uint64_t q, uint64_t kv, uint64_t keys, uint64_t values) {
+  TraceRow r{};
+  r.stage = stage;
+  r.layer = layer;
+  r.head = head;
+  r.head_kept = true;
+  r.d_head = 64;
+  r.query_rows = q;
+  r.kv_len = kv;
+  r.keys_fetched = keys;
+  r.values_fetched = values;
+  r.k_msb_bits = r.k_lsb_bits = r.q_bits = r.v_bits = -1;
+  r.threshold = -1;
+  r.topk_kind = TopkKind::kNone;
+  r.topk_k = -1;
+  return r;
+}
+
+// Generation with long unpruned rows at 12 bits: 96 B per key and value, 5.3 keys/cycle < 8 the Q.K array takes.
+Trace bandwidth_bound() {
+  Trace t;
+  t.source = "bandwidth-bound";
+  for (uint32_t l = 0; l < 4; ++l)
+    for (uint32_t h = 0; h < 16; ++h) t.rows.push_back(row(Stage::kGenerate, l, h, 1, 1024, 1024, 1024));
+  return t;
+}
+
+// BERT-like summarization: 384 x 384 per head, Q.K and P.V arrays busy, DRAM light.
+Trace compute_bound() {
+  Trace t;
+  t.source = "compute-bound";
+  for (uint32_t l = 0; l < 2; ++l)
+    for (uint32_t h = 0; h < 12; ++h) t.rows.push_back(row(Stage::kSummarize, l, h, 384, 384, 384, 384));
+  return t;
+}
+
+}  // namespace
+
+TEST(Simulator, BandwidthBoundTraceReachesNinetyPercentOfDramPeak) {
+  const HwConfig cfg = preset();
+  const Report r = simulate_once(bandwidth_bound(), cfg);
+  const double bytes_expected = 64.0 * 2 * 1024 * 96;  // 64 heads x (K + V) x 1024 x 96 B
+  EXPECT_EQ(double(r.dram_bytes_read), bytes_expected);
+  const double utilization = double(r.dram_bytes_read) / double(r.cycles) / cfg.peak_dram_bytes_per_cycle();
+  EXPECT_GE(utilization, 0.90);
+  EXPECT_LE(utilization, 1.0);
+}
+
+TEST(Simulator, ComputeBoundSummarizationReachesNinetyPercentOfMacRate) {
+  const HwConfig cfg = preset();
+  const Report r = simulate_once(compute_bound(), cfg);
+  const double macs = 24.0 * 2 * 384 * 384 * 64;  // Q.K and P.V per head
+  EXPECT_EQ(r.macs, macs);
+  EXPECT_EQ(r.flops, 2 * macs);
+  const double utilization = r.macs / double(r.cycles) / cfg.peak_macs_per_cycle();
+  EXPECT_GE(utilization, 0.90);
+  EXPECT_LE(utilization, 1.0);
+}
+
+TEST(Simulator, SameInputTwiceGivesIdenticalReports) {
+  Trace t = bandwidth_bound();
+  t.rows[3].values_fetched = 200;  // exercise the top-k engine
+  t.rows[5].k_msb_bits = 6;
+  t.rows[5].k_lsb_bits = 4;
+  t.rows[5].lsb_refetch_rows = 1;
+  t.rows[15].topk_kind = TopkKind::kToken;
+  t.rows[15].topk_k = 512;
+  const HwConfig cfg = preset();
+  EXPECT_EQ(simulate(t, cfg).to_json(), simulate(t, cfg).to_json());
+}
+
+TEST(Simulator, FullRunIssuesOnlyLegalDramCommands) {
+  Trace t;
+  for (uint32_t h = 0; h < 8; ++h) {
+    t.rows.push_back(row(Stage::kGenerate, 0, h, 1, 700, 300 + 40 * h, 90));
+    t.rows.back().k_msb_bits = 6;
+    t.rows.back().k_lsb_bits = 4;
+    t.rows.back().lsb_refetch_rows = h % 2;
+  }
+  std::vector<std::vector<DramCommand>> log;
+  SimOptions opt;
+  opt.dram_commands = &log;
+  const HwConfig cfg = preset();
+  simulate_once(t, cfg, opt);
+  ASSERT_EQ(log.size(), cfg.dram.channels);
+  for (const auto& ch : log) {
+    // per pseudo-channel reads are spaced by at least the burst; every RD follows an ACT of its row by tRCD
+    std::map<std::pair<int, int>, int64_t> act;
+    std::map<int, int64_t> last_rd;
+    for (const auto& c : ch) {
+      if (c.type == DramCommand::kActivate) act[std::make_pair(int(c.pc), int(c.bank))] = int64_t(c.time);
+      if (c.type == DramCommand::kRead) {
+        ASSERT_TRUE(act.count(std::make_pair(int(c.pc), int(c.bank))));
+        const int64_t since_act = int64_t(c.time) - act[std::make_pair(int(c.pc), int(c.bank))];
+        EXPECT_GE(since_act, int64_t(cfg.dram.timing.tRCD));
+        if (last_rd.count(c.pc)) EXPECT_GE(int64_t(c.time) - last_rd[c.pc], int64_t(cfg.dram.burst_cycles));
+        last_rd[c.pc] = int64_t(c.time);
+      }
+    }
+  }
+}
+
+TEST(Simulator, FetchBytesFollowTheTransactionRules) {
+  // One generation head: 300 6-bit keys (fused pairs: 150 x 3 tx), LSB refetch of all 300 (1 tx each),
+  // 90 8-bit values (2 tx each).
+  Trace t;
+  t.rows.push_back(row(Stage::kGenerate, 0, 0, 1, 1000, 300, 90));
+  t.rows[0].k_msb_bits = 6;
+  t.rows[0].k_lsb_bits = 4;
+  t.rows[0].lsb_refetch_rows = 1;
+  t.rows[0].v_bits = 8;
+  const Report r = simulate(t, preset(), true);
+  EXPECT_EQ(r.dram_bytes_read, 32u * (450 + 300 + 180));
+  // dense: all 1000 keys and values at 12 bits (3 tx each)
+  ASSERT_TRUE(r.dense);
+  EXPECT_EQ(r.dense->dram_bytes_read, 32u * 3 * 2000);
+  EXPECT_GT(r.dense->cycles, r.cycles);
+  // the refetch recomputes Q.K: 300 + 300 + 90 MACs x 64, but only the first pass is useful work
+  EXPECT_EQ(r.macs, 64.0 * (300 + 300 + 90));
+  EXPECT_EQ(r.useful_macs, 64.0 * (300 + 90));
+}
+
+TEST(Simulator, CascadeTopkBarrierAndPrunedHeads) {
+  Trace t = bandwidth_bound();
+  const Report base = simulate_once(t, preset());
+  t.rows[15].topk_kind = TopkKind::kToken;  // after layer 0: layer 1 waits for the global top-k
+  t.rows[15].topk_k = 500;
+  const Report gated = simulate_once(t, preset());
+  EXPECT_GT(gated.cycles, base.cycles);
+  t.rows[20].head_kept = false;  // a pruned head does no work
+  const Report pruned = simulate_once(t, preset());
+  EXPECT_EQ(pruned.dram_bytes_read + 2 * 1024 * 96, gated.dram_bytes_read);
+  EXPECT_EQ(pruned.requests + 1, gated.requests);
+}
+
+TEST(Simulator, SmallerPresetIsSlower) {
+  const Report full = simulate_once(bandwidth_bound(), preset("spatten"));
+  const Report eighth = simulate_once(bandwidth_bound(), preset("spatten-1/8"));
+  EXPECT_EQ(full.dram_bytes_read, eighth.dram_bytes_read);
+  // 1/8 of the DRAM channels: about 8x the cycles on a bandwidth-bound trace
+  EXPECT_NEAR(double(eighth.cycles) / double(full.cycles), 8.0, 1.0);
+}
+
+TEST(Presets, ErrorsNameTheParameter) {
+  EXPECT_THROW(load_preset("no-such-preset", {SPATTEN_TEST_PRESET_DIR}), ConfigError);
+  try {
+    load_preset("spatten", {SPATTEN_TEST_PRESET_DIR}, "hardware: {topk_parallelism: 0}");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("hardware.topk_parallelism"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("topk-engine"), std::string::npos);
+  }
+  EXPECT_THROW(load_preset("spatten", {SPATTEN_TEST_PRESET_DIR}, "nonsense: {a: 1}"), ConfigError);
+  EXPECT_THROW(load_preset_file("/nonexistent.yaml"), ConfigError);
+  const HwConfig d = load_preset("dense", {SPATTEN_TEST_PRESET_DIR});
+  EXPECT_TRUE(d.dense);
+  EXPECT_EQ(d.multipliers_per_array, 512u);
+  const HwConfig e = load_preset("spatten-1/8", {SPATTEN_TEST_PRESET_DIR});
+  EXPECT_FALSE(e.dense);
+  EXPECT_EQ(e.dram.channels, 2u);
+  EXPECT_EQ(e.dram.timing.tRCD, 7u);  // inherited
+  EXPECT_EQ(e.buffer_key_slots(), d.buffer_key_slots());  // same 196,608-byte buffers
+}
+
+TEST(Registry, EveryComponentHasADescription) {
+  const auto& r = builtin_components();
+  EXPECT_GE(r.components().size(), 10u);
+  for (const auto& c : r.components()) EXPECT_FALSE(c.description.empty()) << c.name;
+  ComponentRegistry mine;
+  EXPECT_THROW(mine.add("x", ""), std::invalid_argument);
+  mine.add("x", "does x");
+  EXPECT_THROW(mine.add("x", "again"), std::invalid_argument);
+}
