@@ -174,6 +174,23 @@ def quantize_msb_lsb(
     return msb.to(torch.int16), lsb.to(torch.int16), scale
 
 
+def _check_scale_layout(op: str, name: str, scale: torch.Tensor, values: torch.Tensor) -> None:
+    """scale must be float32 [..., 1, 1] or [..., L, 1] with leading dims broadcasting to values [..., L, D]."""
+    if scale.dtype != torch.float32:
+        raise TypeError(f"spatten.{op}: {name} must be float32, got {scale.dtype}")
+    layout_ok = (
+        scale.dim() == values.dim()
+        and scale.shape[-1] == 1
+        and scale.shape[-2] in (1, values.shape[-2])
+        and all(s in (1, m) for s, m in zip(scale.shape[:-2], values.shape[:-2]))
+    )
+    if not layout_ok:
+        raise ValueError(
+            f"spatten.{op}: {name} must be [..., 1, 1] (per head) or [..., L, 1] (per token) for values of shape "
+            f"{list(values.shape)}, got {list(scale.shape)}"
+        )
+
+
 def dequantize_msb_lsb(
     msb: torch.Tensor, lsb: torch.Tensor | None, scale: torch.Tensor, lsb_bits: int
 ) -> torch.Tensor:
@@ -190,23 +207,11 @@ def dequantize_msb_lsb(
             raise TypeError(f"spatten.{op}: lsb must be int16, got {lsb.dtype}")
         if lsb.shape != msb.shape:
             raise ValueError(f"spatten.{op}: lsb shape {list(lsb.shape)} differs from msb shape {list(msb.shape)}")
-    if scale.dtype != torch.float32:
-        raise TypeError(f"spatten.{op}: scale must be float32, got {scale.dtype}")
     if not 0 <= lsb_bits <= 15:
         raise ValueError(f"spatten.{op}: lsb_bits must be in [0, 15], got {lsb_bits}")
     if msb.dim() < 2:
         raise ValueError(f"spatten.{op}: msb must be [..., L, D] (at least 2 dims), got shape {list(msb.shape)}")
-    layout_ok = (
-        scale.dim() == msb.dim()
-        and scale.shape[-1] == 1
-        and scale.shape[-2] in (1, msb.shape[-2])
-        and all(s in (1, m) for s, m in zip(scale.shape[:-2], msb.shape[:-2]))
-    )
-    if not layout_ok:
-        raise ValueError(
-            f"spatten.{op}: scale must be [..., 1, 1] (per head) or [..., L, 1] (per token) for values of shape "
-            f"{list(msb.shape)}, got {list(scale.shape)}"
-        )
+    _check_scale_layout(op, "scale", scale, msb)
     low = lsb.to(torch.int32) if lsb is not None else (2 ** (lsb_bits - 1) if lsb_bits > 0 else 0)
     q = msb.to(torch.int32) * 2**lsb_bits + low
     return q.float() * scale
@@ -236,9 +241,13 @@ def progressive_attention(
     _require_dim("v", op, v, 4, "[B, H, Lk, Dv]")
     b, h, lq, d = q.shape
     lk = v.shape[2]
-    if tuple(k_msb.shape) != (b, h, lk, d):
-        raise ValueError(f"spatten.{op}: k_msb must have shape [B, H, Lk, D] = {[b, h, lk, d]}, "
-                         f"got {list(k_msb.shape)}")
+    for name, part in (("k_msb", k_msb), ("k_lsb", k_lsb)):
+        if part.dtype != torch.int16:
+            raise TypeError(f"spatten.{op}: {name} must be int16, got {part.dtype}")
+        if tuple(part.shape) != (b, h, lk, d):
+            raise ValueError(f"spatten.{op}: {name} must have shape [B, H, Lk, D] = {[b, h, lk, d]}, "
+                             f"got {list(part.shape)}")
+    _check_scale_layout(op, "k_scale", k_scale, k_msb)
     if tuple(v.shape[:2]) != (b, h):
         raise ValueError(f"spatten.{op}: v must have shape [B, H, Lk, Dv] with B, H = {b}, {h}, got {list(v.shape)}")
     if mask is not None:
