@@ -169,14 +169,14 @@ def cache_layer(cache: Any, layer: int):
     return storage
 
 
-def batch_and_length(args: tuple, kwargs: dict) -> tuple[int, int]:
-    """Batch size and query length of a model forward call (input_ids or inputs_embeds)."""
+def batch_and_length(args: tuple, kwargs: dict) -> tuple[int, int, torch.device]:
+    """Batch size, query length and device of a model forward call (input_ids or inputs_embeds)."""
     ids = kwargs.get("input_ids", args[0] if args else None)
     if isinstance(ids, torch.Tensor):
-        return ids.shape[0], ids.shape[-1]
+        return ids.shape[0], ids.shape[-1], ids.device
     embeds = kwargs.get("inputs_embeds")
     if isinstance(embeds, torch.Tensor):
-        return embeds.shape[0], embeds.shape[1]
+        return embeds.shape[0], embeds.shape[1], embeds.device
     raise ValueError("spatten.patch: the forward call has neither input_ids nor inputs_embeds")
 
 

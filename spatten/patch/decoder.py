@@ -43,10 +43,9 @@ class DecoderRunner(Runner):
 
     # ---- hooks -----------------------------------------------------------------------------------------------
     def _begin(self, module, args, kwargs):
-        batch, length = batch_and_length(args, kwargs)
+        batch, length, device = batch_and_length(args, kwargs)
         cache = forward_argument(module, args, kwargs, *_CACHE_NAMES)
         mask = forward_argument(module, args, kwargs, "attention_mask")
-        device = self.spec.base.device
         continuing = (cache is not None and self._cache_ref is not None and self._cache_ref() is cache
                       and self.total > 0 and cache.get_seq_length() > 0)
         if not continuing:

@@ -36,9 +36,8 @@ class EncoderRunner(Runner):
 
     # ---- hooks -----------------------------------------------------------------------------------------------
     def _begin(self, module, args, kwargs):
-        batch, length = batch_and_length(args, kwargs)
+        batch, length, device = batch_and_length(args, kwargs)
         mask = forward_argument(module, args, kwargs, "attention_mask")
-        device = self.spec.base.device
         if mask is not None and mask.dim() != 2:
             raise UnsupportedModelError(f"spatten.patch takes a 2D attention_mask [batch, length]; got a "
                                         f"{mask.dim()}D mask")

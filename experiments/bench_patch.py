@@ -1,0 +1,88 @@
+"""Wall-clock cost of spatten.patch on CPU, as ratios against the unpatched model measured in the same run.
+
+    python experiments/bench_patch.py            # prints a markdown table
+
+BERT-base-sized random encoder, sequence 512: token keep 0.5 (paper schedule) and keep 1.0 vs unpatched (SDPA).
+GPT-2-small-sized random decoder, 992-token prompt + 32 generated tokens: KV keep 0.3 vs unpatched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import spatten
+from spatten.config import SpAttenConfig
+from spatten.testing import random_batch, tiny_model
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def timed(model, cfg, fn, repeats):
+    if cfg is None:
+        return best_time(fn, repeats)
+    with spatten.patch(model, cfg):
+        return best_time(fn, repeats)
+
+
+def bench_bert(repeats: int, batch: int) -> list[tuple]:
+    model = tiny_model("bert", head="Model", layers=12, heads=12, hidden=768, attn_implementation="sdpa",
+                       intermediate_size=3072, max_position_embeddings=512)
+    ids, mask = random_batch(model, batch=batch, length=512)
+
+    def run():
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
+
+    base = timed(model, None, run, repeats)
+    rows = [("BERT-base, seq 512, batch %d" % batch, "unpatched (sdpa)", base, 1.0)]
+    for name, cfg in [("keep 1.0", SpAttenConfig()), ("token keep 0.5", SpAttenConfig(token_keep=0.5))]:
+        t = timed(model, cfg, run, repeats)
+        rows.append(("", f"patched, {name}", t, base / t))
+    return rows
+
+
+def bench_gpt2(repeats: int, batch: int, new_tokens: int = 32, prompt: int = 992) -> list[tuple]:
+    model = tiny_model("gpt2", layers=12, heads=12, hidden=768, attn_implementation="sdpa", n_inner=3072,
+                       vocab_size=50257)
+    ids, _ = random_batch(model, batch=batch, length=prompt)
+
+    def run():
+        with torch.no_grad():
+            model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                           pad_token_id=0)
+
+    base = timed(model, None, run, repeats)
+    rows = [(f"GPT-2 small, {prompt} + {new_tokens} tokens, batch {batch}", "unpatched (sdpa)", base, 1.0)]
+    for name, cfg in [("keep 1.0", SpAttenConfig()), ("KV keep 0.3", SpAttenConfig(token_keep=0.3))]:
+        t = timed(model, cfg, run, repeats)
+        rows.append(("", f"patched, {name}", t, base / t))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = bench_bert(args.repeats, args.batch) + bench_gpt2(args.repeats, args.batch)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; best of {args.repeats}\n")
+    print("| workload | model | seconds | speed-up vs unpatched |")
+    print("|---|---|---:|---:|")
+    for workload, name, seconds, ratio in rows:
+        print(f"| {workload} | {name} | {seconds:.3f} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
