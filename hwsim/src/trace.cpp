@@ -107,35 +107,44 @@ int32_t parse_bits(const std::string& text, const std::string& where, const std:
 }
 
 // Fills a row from name -> text; shared by both formats.
-TraceRow row_from_fields(const std::map<std::string, std::string>& f, const std::string& where) {
+// `shown` maps native column names to the names the file uses (the official CSV's), for error messages.
+TraceRow row_from_fields(const std::map<std::string, std::string>& f, const std::string& where,
+                         const std::map<std::string, std::string>* shown = nullptr) {
+  auto col = [&](const char* name) -> std::string {
+    if (shown) {
+      const auto it = shown->find(name);
+      if (it != shown->end()) return it->second;
+    }
+    return name;
+  };
   TraceRow r{};
   const std::string stage = trim(f.at("stage"));
   if (stage == "summarize") r.stage = Stage::kSummarize;
   else if (stage == "generate") r.stage = Stage::kGenerate;
-  else fail(where, "stage", "must be summarize or generate, got '" + stage + "'");
-  r.step = uint32_t(parse_count(f.at("step"), where, "step"));
-  r.layer = uint32_t(parse_count(f.at("layer"), where, "layer"));
-  r.head = uint32_t(parse_count(f.at("head"), where, "head"));
-  r.head_kept = parse_bool(f.at("head_kept"), where, "head_kept");
-  r.d_head = uint32_t(parse_count(f.at("d_head"), where, "d_head"));
-  r.query_rows = parse_count(f.at("query_rows"), where, "query_rows");
-  r.kv_len = parse_count(f.at("kv_len"), where, "kv_len");
-  r.keys_fetched = parse_count(f.at("keys_fetched"), where, "keys_fetched");
-  r.values_fetched = parse_count(f.at("values_fetched"), where, "values_fetched");
-  r.k_msb_bits = parse_bits(f.at("k_msb_bits"), where, "k_msb_bits");
-  r.k_lsb_bits = parse_bits(f.at("k_lsb_bits"), where, "k_lsb_bits");
-  r.q_bits = parse_bits(f.at("q_bits"), where, "q_bits");
-  r.v_bits = parse_bits(f.at("v_bits"), where, "v_bits");
-  r.threshold = parse_number(f.at("threshold"), where, "threshold");
-  r.lsb_refetch_rows = parse_count(f.at("lsb_refetch_rows"), where, "lsb_refetch_rows");
-  r.accumulate_importance = parse_bool(f.at("accumulate_importance"), where, "accumulate_importance");
-  r.rescale_importance = parse_bool(f.at("rescale_importance"), where, "rescale_importance");
+  else fail(where, col("stage"), "must be summarize or generate, got '" + stage + "'");
+  r.step = uint32_t(parse_count(f.at("step"), where, col("step")));
+  r.layer = uint32_t(parse_count(f.at("layer"), where, col("layer")));
+  r.head = uint32_t(parse_count(f.at("head"), where, col("head")));
+  r.head_kept = parse_bool(f.at("head_kept"), where, col("head_kept"));
+  r.d_head = uint32_t(parse_count(f.at("d_head"), where, col("d_head")));
+  r.query_rows = parse_count(f.at("query_rows"), where, col("query_rows"));
+  r.kv_len = parse_count(f.at("kv_len"), where, col("kv_len"));
+  r.keys_fetched = parse_count(f.at("keys_fetched"), where, col("keys_fetched"));
+  r.values_fetched = parse_count(f.at("values_fetched"), where, col("values_fetched"));
+  r.k_msb_bits = parse_bits(f.at("k_msb_bits"), where, col("k_msb_bits"));
+  r.k_lsb_bits = parse_bits(f.at("k_lsb_bits"), where, col("k_lsb_bits"));
+  r.q_bits = parse_bits(f.at("q_bits"), where, col("q_bits"));
+  r.v_bits = parse_bits(f.at("v_bits"), where, col("v_bits"));
+  r.threshold = parse_number(f.at("threshold"), where, col("threshold"));
+  r.lsb_refetch_rows = parse_count(f.at("lsb_refetch_rows"), where, col("lsb_refetch_rows"));
+  r.accumulate_importance = parse_bool(f.at("accumulate_importance"), where, col("accumulate_importance"));
+  r.rescale_importance = parse_bool(f.at("rescale_importance"), where, col("rescale_importance"));
   const std::string kind = trim(f.at("topk_kind"));
   if (kind == "none") r.topk_kind = TopkKind::kNone;
   else if (kind == "token") r.topk_kind = TopkKind::kToken;
   else if (kind == "head") r.topk_kind = TopkKind::kHead;
-  else fail(where, "topk_kind", "must be none, token or head, got '" + kind + "'");
-  r.topk_k = parse_int(f.at("topk_k"), where, "topk_k");
+  else fail(where, col("topk_kind"), "must be none, token or head, got '" + kind + "'");
+  r.topk_k = parse_int(f.at("topk_k"), where, col("topk_k"));
   validate_row(r, where);
   return r;
 }
@@ -170,6 +179,8 @@ Trace parse_official(const std::vector<std::string>& lines, const std::string& s
     throw TraceError(source + ":1: header is not the official workload header" +
                      (missing.empty() ? std::string(" (columns out of order or extra)") : " (missing " + missing + ")"));
   }
+  std::map<std::string, std::string> shown;
+  for (const auto& c : kOfficialColumns) shown[c.second] = c.first;
   for (size_t i = 1; i < lines.size(); ++i) {
     const std::string where = source + ":" + std::to_string(i + 1);
     if (blank(lines[i])) continue;
@@ -197,7 +208,7 @@ Trace parse_official(const std::vector<std::string>& lines, const std::string& s
     f["stage"] = "generate";
     f["head_kept"] = "True";
     f["query_rows"] = "1";
-    trace.rows.push_back(row_from_fields(f, where));
+    trace.rows.push_back(row_from_fields(f, where, &shown));
   }
   if (trace.rows.empty()) throw TraceError(source + ": no data rows");
   return trace;

@@ -70,11 +70,11 @@ TEST(TraceReader, NativeFormat) {
 TEST(TraceReader, MalformedInputNamesLineAndField) {
   EXPECT_NE(error_of(kHeader + "1,0,11,64.0,994\n").find("t.csv:2: expected 17 fields, got 5"), std::string::npos);
   EXPECT_NE(error_of(kHeader + kRow + "1,0,11,64.0,994,abc,6,16,0.05,True,4,184,6,True,False,True,716\n")
-                .find("t.csv:3: column keys_fetched: not a number"), std::string::npos);
+                .find("t.csv:3: column key_fetch_num: not a number"), std::string::npos);
   EXPECT_NE(error_of(kHeader + "1,0,11,64.0,994,921,6,16,0.05,Maybe,4,184,6,True,False,True,716\n")
                 .find("t.csv:2: column if_requant"), std::string::npos);
   EXPECT_NE(error_of(kHeader + "1,0,11,64.0,99999999999,921,6,16,0.05,True,4,184,6,True,False,True,716\n")
-                .find("kv_len"), std::string::npos);
+                .find("sentence_length_L"), std::string::npos);
   EXPECT_NE(error_of(kHeader + "1,0,11,64.0,900,921,6,16,0.05,True,4,184,6,True,False,True,716\n")
                 .find("keys_fetched (921) exceeds kv_len (900)"), std::string::npos);
   EXPECT_NE(error_of(kHeader + "1,0,11,64.5,994,921,6,16,0.05,True,4,184,6,True,False,True,716\n")

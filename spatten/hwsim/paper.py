@@ -1,0 +1,206 @@
+"""Workloads and comparisons for checking the simulator against the SpAtten paper (HPCA 2021).
+
+- `bert_trace`: a BERT-base summarization trace (no official BERT trace exists) with the paper's cascade
+  schedules: token pruning starts after the first 15 % of layers (at least 3, as in the LTP re-implementation)
+  and tightens linearly; head pruning starts after the first 30 % of layers.
+- `speedup_breakdown`: the paper's GPT-2 ablation on identical hardware (dense -> pruning with a slow top-k ->
+  with the 16-comparator engine -> plus progressive quantization).
+- `paper_table`: ours vs the paper, one row per target, with the ratio and why we differ.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from spatten.hwsim.runner import simulate
+from spatten.trace import Trace
+
+# Average GLUE dev-set lengths in BERT word pieces (approximate, our assumption: the paper used each task's
+# average but the checked sources do not list them): CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE.
+GLUE_LIKE_LENGTHS = (11, 25, 53, 31, 30, 39, 51, 70)
+
+# Paper numbers (spatten-original.md section 7; [S] = from a third-party review of the paper).
+PAPER = {
+    "gpt2_tflops": 0.43,
+    "bert_tflops": 1.61,
+    "power_w": 8.30,
+    "dram_reduction": 10.0,
+    "dram_reduction_gpt2_small_fetch_counts": 9.0,
+    "topk_engine_speedup": 3.0,
+    "progressive_quantization_speedup": 2.8,
+}
+
+OFFICIAL_PRUNED = {
+    "gpt2-small": "summary-gpt2-small-wikitext2-per8.csv",
+    "gpt2-medium": "summary-gpt2-medium-wikitext2-per0-hp-step5+dedic+glob_p+local_p+hp+topk+quant.csv",
+}
+
+
+def workloads_dir() -> Path:
+    root = os.environ.get("SPATTEN_DATA_DIR")
+    if not root:
+        raise FileNotFoundError("set SPATTEN_DATA_DIR to the shared data directory (it holds spatten-workloads/)")
+    return Path(root) / "spatten-workloads"
+
+
+def token_keep_schedule(layers: int, final_keep: float) -> list[float]:
+    """Fraction of tokens entering each layer: 1 for the first max(3, ceil(0.15 L)) layers, then linear to final."""
+    n0 = min(layers, max(3, math.ceil(0.15 * layers)))
+    keep = []
+    for i in range(layers):
+        if i < n0:
+            keep.append(1.0)
+        else:
+            keep.append(1.0 + (final_keep - 1.0) * (i - n0 + 1) / (layers - n0))
+    return keep
+
+
+def head_keep_schedule(layers: int, heads: int, final_keep: float) -> list[int]:
+    """Heads kept in each layer: all for the first ceil(0.3 L) layers, then linear down to final_keep."""
+    n0 = math.ceil(0.3 * layers)
+    out = []
+    for i in range(layers):
+        frac = 1.0 if i < n0 else 1.0 + (final_keep - 1.0) * (i - n0 + 1) / (layers - n0)
+        out.append(max(1, math.floor(heads * frac + 1e-9)))
+    return out
+
+
+def bert_trace(length: int, *, layers: int = 12, heads: int = 12, d_head: int = 64, token_keep: float = 0.5,
+               head_keep: float = 0.84, pruned: bool = True) -> Trace:
+    """One BERT-base sentence of `length` tokens, summarization stage (Q, K, V are matrices).
+
+    token_keep / head_keep are the final layer's keep fractions (the cascade reaches them linearly). [CLS] is
+    always kept. With pruned=False every layer keeps everything (the dense twin, for checks).
+    """
+    if length < 1:
+        raise ValueError("length must be >= 1")
+    tokens = [length] * layers
+    kept_heads = [heads] * layers
+    if pruned:
+        tokens = [max(1, math.floor(length * k)) for k in token_keep_schedule(layers, token_keep)]
+        kept_heads = head_keep_schedule(layers, heads, head_keep)
+    records = []
+    for layer in range(layers):
+        n = tokens[layer]
+        next_tokens = tokens[layer + 1] if layer + 1 < layers else n
+        next_heads = kept_heads[layer + 1] if layer + 1 < layers else kept_heads[layer]
+        for head in range(heads):
+            kept = head < kept_heads[layer]
+            last = head == heads - 1
+            topk_kind, topk_k = "none", -1
+            if last and next_tokens < n:
+                topk_kind, topk_k = "token", next_tokens
+            elif last and next_heads < kept_heads[layer]:
+                topk_kind, topk_k = "head", next_heads
+            records.append(dict(
+                stage="summarize", step=0, layer=layer, head=head, head_kept=kept, d_head=d_head,
+                query_rows=n, kv_len=length, keys_fetched=n, values_fetched=n, k_msb_bits=-1, k_lsb_bits=-1,
+                q_bits=-1, v_bits=-1, threshold=-1.0, lsb_refetch_rows=0, accumulate_importance=pruned and kept,
+                rescale_importance=False, topk_kind=topk_kind, topk_k=topk_k))
+    meta = {"family": "bert", "layers": layers, "heads": heads, "kv_heads": heads, "d_model": heads * d_head,
+            "d_head": d_head, "d_ff": 4 * heads * d_head, "source": "spatten.hwsim.paper.bert_trace"}
+    return Trace.from_records(records, meta)
+
+
+def unquantized(trace: Trace) -> Trace:
+    """The same pruning with quantization off (12-bit datapath, no LSB refetch)."""
+    rows = trace.to_frame()
+    for name in ("k_msb_bits", "k_lsb_bits", "q_bits", "v_bits"):
+        rows[name] = -1
+    rows["threshold"] = -1.0
+    rows["lsb_refetch_rows"] = 0
+    return Trace(rows, trace.meta)
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    dense_cycles: int
+    slow_topk_cycles: int  # pruning, 12-bit, a 1-comparator top-k
+    fast_topk_cycles: int  # pruning, 12-bit, the 16-comparator engine
+    quantized_cycles: int  # + progressive quantization
+
+    @property
+    def topk_engine_speedup(self) -> float:
+        return self.slow_topk_cycles / self.fast_topk_cycles
+
+    @property
+    def quantization_speedup(self) -> float:
+        return self.fast_topk_cycles / self.quantized_cycles
+
+    @property
+    def pruning_with_slow_topk_speedup(self) -> float:
+        return self.dense_cycles / self.slow_topk_cycles
+
+
+def speedup_breakdown(trace: Trace, preset: str = "spatten", slow_topk_parallelism: int = 1) -> Breakdown:
+    """The paper's GPT-2 speedup breakdown as an ablation on one hardware preset."""
+    plain = unquantized(trace)
+    slow = simulate(plain, preset, dense_baseline=True,
+                    overrides={"hardware": {"topk_parallelism": slow_topk_parallelism,
+                                            "cascade_topk_parallelism": slow_topk_parallelism}})
+    fast = simulate(plain, preset, dense_baseline=False)
+    quant = simulate(trace, preset, dense_baseline=False)
+    return Breakdown(slow.dense.cycles, slow.cycles, fast.cycles, quant.cycles)
+
+
+def _row(target: str, ours: float, paper: float, unit: str, note: str, tolerance: float = 0.15) -> dict:
+    ratio = ours / paper
+    return dict(target=target, ours=ours, paper=paper, unit=unit, ratio=ratio,
+                within_15pct=abs(ratio - 1.0) <= tolerance, note=note)
+
+
+def paper_table(preset: str = "spatten") -> pd.DataFrame:
+    """Ours vs the paper on the official GPT-2 traces and BERT-base GLUE-like sentences."""
+    wdir = workloads_dir()
+    gpt2 = {name: simulate(wdir / f, preset) for name, f in OFFICIAL_PRUNED.items()}
+    bert = [simulate(bert_trace(n), preset) for n in GLUE_LIKE_LENGTHS]
+
+    gpt2_tflops = sum(r.flops_per_second for r in gpt2.values()) / len(gpt2) / 1e12
+    bert_tflops = sum(r.flops_per_second for r in bert) / len(bert) / 1e12
+    bert_power = sum(r.power_watts for r in bert) / len(bert)
+    gpt2_power = sum(r.power_watts for r in gpt2.values()) / len(gpt2)
+    reductions = [r.dram_reduction_vs_dense for r in [*gpt2.values(), *bert]]
+    small = Trace.from_official_csv(wdir / OFFICIAL_PRUNED["gpt2-small"])
+    breakdown = speedup_breakdown(small, preset)
+
+    rows = [
+        _row("GPT-2 generation throughput (mean of the 2 official pruned traces)", gpt2_tflops,
+             PAPER["gpt2_tflops"], "TFLOP/s",
+             "faster than the paper: we fetch the medium trace's 12-bit keys in one pass (the RTL splits them "
+             "8+4 with a forced requant) and overlap up to 16 heads; both traces are top-k-engine bound here. "
+             f"small trace alone: {gpt2['gpt2-small'].flops_per_second / 1e12:.2f}"),
+        _row("GPT-2 generation throughput, official GPT-2-small trace", gpt2["gpt2-small"].flops_per_second / 1e12,
+             PAPER["gpt2_tflops"], "TFLOP/s", "top-k-engine bound (one quick-select engine, P = 16)"),
+        _row("total power with DRAM, official GPT-2-small trace", gpt2["gpt2-small"].power_watts,
+             PAPER["power_w"], "W", "not fitted: a validation of the energy table"),
+        _row("DRAM reduction vs dense, official GPT-2-small trace vs the paper's 10.0x average",
+             gpt2["gpt2-small"].dram_reduction_vs_dense, PAPER["dram_reduction"], "x", "12-bit dense baseline"),
+        _row("BERT summarization throughput (BERT-base, GLUE-like lengths)", bert_tflops, PAPER["bert_tflops"],
+             "TFLOP/s", "short sentences pay the per-layer cascade top-k and pipeline drain; lengths assumed"),
+        _row("total power with DRAM, BERT runs", bert_power, PAPER["power_w"], "W",
+             "the table is calibrated for 8.30 W at 1.61 TFLOP/s and L = 384; our runs do more MAC/s and short "
+             "sentences move ~7x more DRAM bytes per MAC"),
+        _row("total power with DRAM, GPT-2 runs", gpt2_power, PAPER["power_w"], "W",
+             "not fitted; DRAM reads dominate (IDD-based 1.87 pJ/bit)"),
+        _row("DRAM reduction vs dense, mean over the 2 GPT-2 traces and 8 BERT sentences",
+             sum(reductions) / len(reductions), PAPER["dram_reduction"], "x",
+             "our BERT traces only prune tokens/heads (about 1.4x, no quantization, an assumption) and the "
+             "medium trace keeps 12-bit keys (3.4x); the small trace alone: 10.8x"),
+        _row("DRAM reduction vs dense, official GPT-2-small trace", gpt2["gpt2-small"].dram_reduction_vs_dense,
+             PAPER["dram_reduction_gpt2_small_fetch_counts"], "x",
+             "9.0x holds for a 10-bit dense baseline (6+4 bits); ours is 12-bit dense, so 12/10 higher"),
+        _row("speedup of the 16-comparator top-k over a 1-comparator one (pruned, 12-bit, GPT-2-small)",
+             breakdown.topk_engine_speedup, PAPER["topk_engine_speedup"], "x",
+             "the paper does not say how slow its slow top-k is; ours is one comparator running the same "
+             "quick-select, which makes pruning a 2x slowdown (paper: pruning alone ~1.1x faster)"),
+        _row("speedup of progressive quantization (GPT-2-small, 16-comparator top-k)",
+             breakdown.quantization_speedup, PAPER["progressive_quantization_speedup"], "x",
+             "6-bit MSBs + 7 % LSB refetch vs 12-bit K/V: our run stays top-k-engine bound (one engine whose "
+             "rows serialize; the RTL's top-k is a pure latency), and Q.K caps the gain at 12/8 = 1.5x"),
+    ]
+    return pd.DataFrame(rows)
