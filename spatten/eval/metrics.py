@@ -10,7 +10,6 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 
 def _as_pair(predictions: Sequence, labels: Sequence, dtype=None) -> tuple[np.ndarray, np.ndarray]:
@@ -48,11 +47,15 @@ def matthews(predictions: Sequence[int], labels: Sequence[int]) -> float:
 
 
 def pearson(predictions: Sequence[float], labels: Sequence[float]) -> float:
+    from scipy import stats  # imported on use: scipy.stats costs a second at import
+
     p, y = _as_pair(predictions, labels, np.float64)
     return float(stats.pearsonr(p, y).statistic)
 
 
 def spearman(predictions: Sequence[float], labels: Sequence[float]) -> float:
+    from scipy import stats
+
     p, y = _as_pair(predictions, labels, np.float64)
     return float(stats.spearmanr(p, y).statistic)
 

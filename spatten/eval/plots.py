@@ -140,20 +140,19 @@ def sentence_kept_tokens(tokens: Sequence[str], kept_by_layer: Sequence[Sequence
     if not tokens or not kept_by_layer:
         raise ValueError("need tokens and at least one layer of kept positions")
     n_layers = len(kept_by_layer)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * len(tokens)), 0.42 * n_layers + 0.9))
-    renderer = fig.canvas.get_renderer()
+    # monospace layout in character units, so the columns line up from layer to layer
+    starts = np.cumsum([0] + [len(t) + 1 for t in tokens[:-1]])
+    width = starts[-1] + len(tokens[-1])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.11 * width, 0.42 * n_layers + 0.9))
     for layer, kept in enumerate(kept_by_layer):
         kept = set(int(k) for k in kept)
-        x = 0.0
         y = n_layers - 1 - layer
         for pos, tok in enumerate(tokens):
             alive = pos in kept
-            text = ax.text(x, y, tok, fontsize=10, family="monospace", va="center",
-                           color="black" if alive else "#cccccc", weight="bold" if alive else "normal")
-            bbox = text.get_window_extent(renderer=renderer).transformed(ax.transData.inverted())
-            x += bbox.width + 0.25
-        ax.text(-0.3, y, f"layer {layer}", ha="right", va="center", fontsize=8, color="#555555")
-    ax.set_xlim(-2.5, x + 0.5)
+            ax.text(starts[pos], y, tok, fontsize=10, family="monospace", va="center",
+                    color="black" if alive else "#c8c8c8", weight="bold" if alive else "normal")
+        ax.text(-1, y, f"layer {layer}", ha="right", va="center", fontsize=8, color="#555555")
+    ax.set_xlim(-9, width + 1)
     ax.set_ylim(-0.7, n_layers - 0.3)
     ax.axis("off")
     if title:

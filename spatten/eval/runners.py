@@ -9,6 +9,7 @@ With `out_dir` they also write result.json, config.yaml, trace.csv and hardware.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -42,6 +43,25 @@ def resolve_config(config: Any = None):
             raise FileNotFoundError(f"config file {path} not found")
         return SpAttenConfig.from_yaml(path.read_text())
     raise TypeError(f"config must be None, a dict, a YAML path or a SpAttenConfig, got {type(config).__name__}")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run with n intra-op threads, then restore. The models here are small: one thread avoids the
+    OpenMP spin-waits that made them up to 20x slower on a shared two-core machine. None keeps torch's setting."""
+    import torch
+
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise ValueError(f"threads must be at least 1 (or None), got {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _load(model, kind: str, data_dir):
@@ -91,12 +111,13 @@ def _jsonable(value):
 def run_glue(task: str | GlueTask = "sts-b", model=None, config=None, *, n_examples: int | None = None,
              batch_size: int = 32, max_length: int = 128, preset: str = "spatten", simulate: bool = True,
              out_dir=None, head_train: int = 2000, cache_dir=None, data_dir=None, seed: int = 0,
-             annotate: dict | None = None) -> dict:
+             annotate: dict | None = None, threads: int | None = 1) -> dict:
     """Score a (patched) encoder on a GLUE dev set.
 
     STS-B is scored without training: cosine similarity of the two sentence embeddings against the gold
     scores. Classification tasks use a linear head fitted on the unpatched encoder (cached, see
     spatten.models.heads); the patched encoder then feeds that head. n_examples: first n dev examples.
+    threads: torch intra-op threads for the run (see torch_threads).
     """
     import spatten
     from spatten.models.heads import train_head
@@ -109,7 +130,7 @@ def run_glue(task: str | GlueTask = "sts-b", model=None, config=None, *, n_examp
     head = None if task.is_regression else train_head(loaded, task, n_train=head_train, seed=seed,
                                                       max_length=max_length, cache_dir=cache_dir, data_dir=data_dir)
     start = time.perf_counter()
-    with spatten.patch(loaded.model, cfg) as handle:
+    with torch_threads(threads), spatten.patch(loaded.model, cfg) as handle:
         emb = lambda texts: embed_sentences(loaded.model, loaded.tokenizer, texts, batch_size=batch_size,  # noqa
                                             max_length=max_length, handle=handle)
         u = emb(dev.text_a)
@@ -147,7 +168,8 @@ def lm_windows(data: str, loaded, *, max_tokens: int, window: int, stride: int, 
 
 def run_lm(data: str = "wikitext-2", model=None, config=None, *, max_tokens: int = 1024, window: int = 256,
            stride: int = 128, preset: str = "spatten", simulate: bool = True, out_dir=None, data_dir=None,
-           seed: int = 0, windows: list[lm.Window] | None = None, annotate: dict | None = None) -> dict:
+           seed: int = 0, windows: list[lm.Window] | None = None, annotate: dict | None = None,
+           threads: int | None = 1) -> dict:
     """Perplexity of a (patched) decoder, plus KL divergence and top-1 agreement with the unpruned model.
 
     data: an LM corpus name (spatten.eval.tasks.LM_CORPORA) or "stories" (sampled from the unpruned model
@@ -160,14 +182,15 @@ def run_lm(data: str = "wikitext-2", model=None, config=None, *, max_tokens: int
     max_pos = getattr(loaded.model.config, "max_position_embeddings", None)
     if max_pos is not None and window > max_pos:
         raise ValueError(f"window {window} exceeds the model's {max_pos} positions")
-    if windows is None:
-        windows = lm_windows(data, loaded, max_tokens=max_tokens, window=window, stride=stride, seed=seed,
-                             data_dir=data_dir)
     start = time.perf_counter()
-    ref = [lm.dense_logits(loaded.model, w) for w in windows]
-    with spatten.patch(loaded.model, cfg) as handle:
-        test = [lm.decoded_logits(loaded.model, w) for w in windows]
-        trace = handle.trace
+    with torch_threads(threads):
+        if windows is None:
+            windows = lm_windows(data, loaded, max_tokens=max_tokens, window=window, stride=stride, seed=seed,
+                                 data_dir=data_dir)
+        ref = [lm.dense_logits(loaded.model, w) for w in windows]
+        with spatten.patch(loaded.model, cfg) as handle:
+            test = [lm.decoded_logits(loaded.model, w) for w in windows]
+            trace = handle.trace
     n = lm.tokens_scored(windows)
     nll = sum(lm.window_nll(t, w) for t, w in zip(test, windows))
     nll_dense = sum(lm.window_nll(r, w) for r, w in zip(ref, windows))

@@ -203,7 +203,7 @@ def run_sweep(sweep: Sweep | str | os.PathLike, *, workers: int = 1, progress: b
               out: str | os.PathLike | None = None) -> pd.DataFrame:
     """Run every unfinished run of the sweep, then return (and write) the gathered table.
 
-    workers > 1 spreads runs over that many spawned processes, each with its share of the CPU threads.
+    workers > 1 spreads runs over that many spawned processes (one torch thread each).
     """
     from tqdm.auto import tqdm
 
@@ -228,7 +228,7 @@ def run_sweep(sweep: Sweep | str | os.PathLike, *, workers: int = 1, progress: b
             execute_run(spec.to_dict(), str(sweep.run_dir(spec)))
             bar.update()
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = 1  # each worker single-threaded; see runners.torch_threads
         ctx = multiprocessing.get_context("spawn")  # fork after torch threads start is unsafe
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                     initargs=(threads,)) as pool:

@@ -113,6 +113,7 @@ def train_head(loaded, task, *, n_train: int = 2000, seed: int = 0, max_length: 
     n_train: training examples, drawn at random (seed) from the task's train split.
     """
     from spatten.eval.embed import embed_sentences
+    from spatten.eval.runners import torch_threads
 
     if task.is_regression:
         raise ValueError(f"task {task.name} is a regression task; it is scored without a trained head")
@@ -126,14 +127,15 @@ def train_head(loaded, task, *, n_train: int = 2000, seed: int = 0, max_length: 
     train = task.read("train", data_dir)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(train), size=min(n_train, len(train)), replace=False))
-    text_a = [train.text_a[i] for i in pick]
-    u = embed_sentences(loaded.model, loaded.tokenizer, text_a, batch_size=batch_size, max_length=max_length)
-    v = None
-    if task.is_pair:
-        text_b = [train.text_b[i] for i in pick]
-        v = embed_sentences(loaded.model, loaded.tokenizer, text_b, batch_size=batch_size, max_length=max_length)
-    labels = np.asarray([train.labels[i] for i in pick])
-    w, b, acc = fit_linear_head(pair_features(u, v), labels, task.num_labels, seed=seed)
+    with torch_threads(1):
+        u = embed_sentences(loaded.model, loaded.tokenizer, [train.text_a[i] for i in pick],
+                            batch_size=batch_size, max_length=max_length)
+        v = None
+        if task.is_pair:
+            v = embed_sentences(loaded.model, loaded.tokenizer, [train.text_b[i] for i in pick],
+                                batch_size=batch_size, max_length=max_length)
+        labels = np.asarray([train.labels[i] for i in pick])
+        w, b, acc = fit_linear_head(pair_features(u, v), labels, task.num_labels, seed=seed)
     head = TaskHead(task.name, w, b, acc, len(pick))
     atomic_write_bytes(path, head.to_bytes())
     return head
