@@ -3,7 +3,7 @@
 // ops are expressed in ATen so that they run on cuBLAS/cuDNN-backed kernels with the same semantics as the
 // CPU kernels and spatten/ops_ref.py.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -55,7 +55,7 @@ at::Tensor topk_indices_cuda(const at::Tensor& scores, int64_t k) {
   at::Tensor out = at::empty(out_sizes, scores.options().dtype(at::kLong));
   const int64_t row_count = n == 0 ? 0 : rows.numel() / n;
   const cudaError_t err = spatten::cuda::topk_indices(rows.data_ptr<float>(), row_count, n, k,
-                                                      out.data_ptr<int64_t>(), at::cuda::getCurrentCUDAStream());
+                                                      out.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "spatten.topk_indices: CUDA kernel failed: ", cudaGetErrorString(err));
   return out;
 }
