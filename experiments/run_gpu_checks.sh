@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
 if ! python3 -m pip install --no-build-isolation --no-deps -e . -Cbuild-dir=build/gpu \
-    -Ccmake.define.SPATTEN_BUILD_HWSIM=OFF -Ccmake.define.CMAKE_PREFIX_PATH="${EIGEN_PREFIX:-/usr}" \
+    -Ccmake.define.SPATTEN_BUILD_HWSIM=OFF -Ccmake.define.SPATTEN_WITH_CUDA=ON -Ccmake.define.CMAKE_PREFIX_PATH="${EIGEN_PREFIX:-/usr}" \
     >"$out/build.log" 2>&1; then
   tail -n 60 "$out/build.log"
   exit 1
