@@ -14,35 +14,32 @@ using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Row
 using ConstMap = Eigen::Map<const RowMajor>;
 using Map = Eigen::Map<RowMajor>;
 
-// In-place masked softmax of one row of logits. Returns the row's max probability, or -1 when no key is allowed
-// (the row is then all zeros).
+// In-place masked softmax of one row of logits (vectorized through Eigen arrays). Returns the row's max
+// probability, or -1 when no key is allowed (the row is then all zeros).
 float masked_softmax_row(float* row, const ProgressiveHeadInputs& in, int64_t i, int64_t lk) {
+  Eigen::Map<Eigen::ArrayXf> r(row, lk);
   const bool* mask_row = in.mask ? in.mask + i * in.mask_row_stride : nullptr;
-  auto allowed = [&](int64_t j) { return !mask_row || mask_row[j * in.mask_col_stride]; };
-  float row_max = -std::numeric_limits<float>::infinity();
-  bool any = false;
-  for (int64_t j = 0; j < lk; ++j) {
-    if (allowed(j)) {
-      any = true;
-      row_max = std::max(row_max, row[j]);
+  bool any_allowed = lk > 0;
+  if (mask_row) {
+    any_allowed = false;
+    for (int64_t j = 0; j < lk; ++j) {
+      const bool allowed = mask_row[j * in.mask_col_stride];
+      any_allowed |= allowed;
+      if (!allowed) row[j] = -std::numeric_limits<float>::infinity();
     }
   }
-  if (!any) {
-    std::fill(row, row + lk, 0.0f);
+  if (!any_allowed) {
+    r.setZero();
     return -1.0f;
   }
-  float sum = 0.0f;
-  for (int64_t j = 0; j < lk; ++j) {
-    const float e = allowed(j) ? std::exp(row[j] - row_max) : 0.0f;
-    row[j] = e;
-    sum += e;
+  r = (r - r.maxCoeff()).exp();
+  if (mask_row) {
+    // A masked key has probability exactly 0, whatever the vectorized exp makes of -inf.
+    for (int64_t j = 0; j < lk; ++j)
+      if (!mask_row[j * in.mask_col_stride]) row[j] = 0.0f;
   }
-  float prob_max = 0.0f;
-  for (int64_t j = 0; j < lk; ++j) {
-    row[j] /= sum;
-    prob_max = std::max(prob_max, row[j]);
-  }
-  return prob_max;
+  r /= r.sum();
+  return r.maxCoeff();
 }
 
 void dequantize_keys(const ProgressiveHeadInputs& in, const ProgressiveParams& p, bool with_lsb, float* keys) {

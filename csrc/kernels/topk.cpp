@@ -9,11 +9,18 @@
 namespace spatten {
 namespace {
 
-// Rows up to this length select with std::nth_element; longer rows use a radix select whose 8 KiB histogram
-// would dominate the cost of a short row.
-constexpr int64_t kRadixMinLength = 512;
+// Radix select digit plans: short rows use 8-bit digits (a 1 KiB histogram is cheap to clear and scan); long
+// rows use 11-bit digits, so fewer keys survive each level.
+struct RadixPlan {
+  int levels;
+  int shift[4];
+  uint32_t mask[4];
+};
+constexpr RadixPlan kNarrowDigits{4, {24, 16, 8, 0}, {0xffu, 0xffu, 0xffu, 0xffu}};
+constexpr RadixPlan kWideDigits{3, {21, 10, 0, 0}, {0x7ffu, 0x7ffu, 0x3ffu, 0u}};
+constexpr int64_t kWideDigitsMinLength = 1024;
 // A radix level whose candidate set is this small finishes with std::nth_element instead of another pass.
-constexpr int64_t kSmallCandidateSet = 64;
+constexpr int64_t kSmallCandidateSet = 16;
 
 // Order-preserving map from float to uint32 (a larger float gives a larger key). -0 is folded into +0 first so
 // that the two compare equal, as they do as floats.
@@ -40,43 +47,42 @@ Threshold select_by_nth_element(uint32_t* cand, int64_t count, int64_t rank) {
   return {kth, equal_before + 1};
 }
 
-// Radix select over three digits (11, 11, 10 bits). `hist0` is the top-digit histogram of keys[0, n), already
-// built while the keys were made.
-Threshold select_by_radix(const uint32_t* keys, int64_t n, int64_t k, const std::array<uint32_t, 2048>& hist0,
-                          std::vector<uint32_t>& cand) {
-  static constexpr int kShift[3] = {21, 10, 0};
-  static constexpr uint32_t kMask[3] = {0x7ffu, 0x7ffu, 0x3ffu};
+// Radix select from the most significant digit down. `hist0` is the top-digit histogram of keys[0, n), already
+// built while the keys were made; `cand` receives the keys still in play.
+Threshold select_by_radix(const uint32_t* keys, int64_t n, int64_t k, const RadixPlan& plan,
+                          const std::array<uint32_t, 2048>& hist0, std::vector<uint32_t>& cand) {
   int64_t rank = k;  // rank of the wanted key among the keys still in play
   std::array<uint32_t, 2048> hist;
   const uint32_t* in_play = keys;
   int64_t count = n;
   uint32_t prefix = 0;
-  for (int level = 0; level < 3; ++level) {
+  cand.resize(static_cast<size_t>(n));
+  for (int level = 0; level < plan.levels; ++level) {
+    const int shift = plan.shift[level];
+    const uint32_t mask = plan.mask[level];
     if (level == 0) {
-      hist = hist0;
+      std::copy_n(hist0.begin(), mask + 1, hist.begin());
     } else {
-      std::fill(hist.begin(), hist.end(), 0u);
-      for (int64_t i = 0; i < count; ++i) ++hist[(in_play[i] >> kShift[level]) & kMask[level]];
+      std::fill_n(hist.begin(), mask + 1, 0u);
+      for (int64_t i = 0; i < count; ++i) ++hist[(in_play[i] >> shift) & mask];
     }
-    uint32_t bin = kMask[level];
+    uint32_t bin = mask;
     while (static_cast<int64_t>(hist[bin]) < rank) rank -= hist[bin--];
-    prefix |= bin << kShift[level];
-    const int64_t in_bin = hist[bin];
-    if (level == 2) return {prefix, rank};  // the bin is one exact key; `rank` of its copies are taken
-    // Keep only the keys whose digits so far match the selected prefix.
-    cand.resize(static_cast<size_t>(in_bin));
-    const int shift = kShift[level];
+    prefix |= bin << shift;
+    if (level == plan.levels - 1) return {prefix, rank};  // the bin is one exact key; take `rank` copies of it
+    // Keep the keys whose digits so far match the prefix (branch-free compaction; in place after level 0).
     const uint32_t want = prefix >> shift;
     int64_t w = 0;
-    for (int64_t i = 0; i < count && w < in_bin; ++i) {
+    for (int64_t i = 0; i < count; ++i) {
       const uint32_t key = in_play[i];
-      if ((key >> shift) == want) cand[w++] = key;
+      cand[w] = key;
+      w += (key >> shift) == want;
     }
     in_play = cand.data();
-    count = in_bin;
+    count = w;
     if (count <= kSmallCandidateSet) return select_by_nth_element(cand.data(), count, rank);
   }
-  return {prefix, rank};  // unreachable: level 2 returns
+  return {prefix, rank};  // unreachable: the last level returns
 }
 
 }  // namespace
@@ -91,23 +97,17 @@ bool topk_indices_row(const float* scores, int64_t n, int64_t k, int64_t* out, T
   }
   scratch.keys.resize(static_cast<size_t>(n));
   uint32_t* keys = scratch.keys.data();
-  Threshold kth;
-  if (n < kRadixMinLength) {
-    for (int64_t i = 0; i < n; ++i) keys[i] = sortable_key(scores[i], nan_seen);
-    if (nan_seen) return false;
-    scratch.candidates.assign(keys, keys + n);
-    kth = select_by_nth_element(scratch.candidates.data(), n, k);
-  } else {
-    // Make the keys, check NaN and build the top-digit histogram in the same pass over the row.
-    std::array<uint32_t, 2048> hist0{};
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t key = sortable_key(scores[i], nan_seen);
-      keys[i] = key;
-      ++hist0[key >> 21];
-    }
-    if (nan_seen) return false;
-    kth = select_by_radix(keys, n, k, hist0, scratch.candidates);
+  const RadixPlan& plan = n >= kWideDigitsMinLength ? kWideDigits : kNarrowDigits;
+  // Make the keys, check NaN and build the top-digit histogram in the same pass over the row.
+  std::array<uint32_t, 2048> hist0;
+  std::fill_n(hist0.begin(), plan.mask[0] + 1, 0u);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t key = sortable_key(scores[i], nan_seen);
+    keys[i] = key;
+    ++hist0[key >> plan.shift[0]];
   }
+  if (nan_seen) return false;
+  const Threshold kth = select_by_radix(keys, n, k, plan, hist0, scratch.candidates);
   // Order-preserving filter: everything above the threshold, and the first `ties_taken` copies of it. Written
   // without data-dependent branches; the write at out[w] is always in bounds because the loop stops at w == k.
   int64_t w = 0;
