@@ -18,8 +18,8 @@ KEEP_RATIOS = [1.0, 0.7, 0.5, 0.3]
 DEMO_SENTENCE = "As a visual treat, the film is almost perfect."
 
 # Sized to finish in a few minutes on two CPU cores; the table says which runs use a subset.
-FULL = {"sts-b": 400, "sst-2": 300, "head_train": 1000, "lm_tokens": 256}
-QUICK = {"sts-b": 24, "sst-2": 24, "head_train": 64, "lm_tokens": 48}
+FULL = {"glue_examples": 400, "head_train": 4000, "lm_tokens": 256}
+QUICK = {"glue_examples": 24, "head_train": 64, "lm_tokens": 48}
 
 
 def demo_sweep(out: Path, quick: bool = False, simulate: bool = True) -> dict:
@@ -32,7 +32,7 @@ def demo_sweep(out: Path, quick: bool = False, simulate: bool = True) -> dict:
         "tasks": ["sts-b", "sst-2", "stories", "wikitext-2"],
         "models": {"encoder": ["minilm"], "decoder": ["stories260K"]},
         "grid": {"token_keep": KEEP_RATIOS},
-        "options": {"glue": {"n_examples": size["sts-b"], "head_train": size["head_train"]},
+        "options": {"glue": {"n_examples": size["glue_examples"], "head_train": size["head_train"]},
                     "lm": {"max_tokens": size["lm_tokens"], "window": window, "stride": window // 2}},
     }
 

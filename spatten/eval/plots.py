@@ -1,7 +1,8 @@
 """The pictures a pruning study needs, from a results table (see spatten.eval.sweep.collect).
 
-Every function returns the matplotlib Figure and, given `path` (without suffix), saves it as PNG and PDF.
-Matplotlib runs on the Agg backend: no display is needed.
+Every function returns a matplotlib Figure and, given `path` (without suffix), saves it as PNG and PDF.
+Figures are built without pyplot (no global figure registry, no display needed: PNG/PDF render through
+Agg); in a notebook the returned figure displays itself.
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 LOWER_IS_BETTER = {"perplexity"}
 HARDWARE_AXES = (("hw.speedup_vs_dense", "simulated speedup vs dense (x)"),
@@ -72,7 +70,8 @@ def metric_vs_keep(table: pd.DataFrame, path=None, x: str = "config.token_keep")
     """One panel per task: headline metric against the token keep ratio (one line per model)."""
     _require(table, ["task", "model", "metric", "value", x])
     tasks = list(dict.fromkeys(table["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.2), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(tasks), 3.2))
+    axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         sub = table[table["task"] == task]
         for model, g in sub.groupby("model"):
@@ -94,7 +93,8 @@ def pareto(table: pd.DataFrame, path=None):
     """The Pareto view: relative metric against simulated speedup, DRAM reduction and energy reduction."""
     _require(table, ["task", "model"] + [c for c, _ in HARDWARE_AXES])
     rel = relative_metric(table)
-    fig, axes = plt.subplots(1, len(HARDWARE_AXES), figsize=(11, 3.4), sharey=True)
+    fig = Figure(figsize=(11, 3.4))
+    axes = fig.subplots(1, len(HARDWARE_AXES), sharey=True)
     for ax, (column, label) in zip(axes, HARDWARE_AXES):
         for key, g in table.assign(rel=rel).groupby(["task", "model"]):
             g = g.sort_values(column)
@@ -114,7 +114,8 @@ def kept_per_layer(table: pd.DataFrame, path=None, task: str | None = None):
     """Fraction of tokens kept (keys fetched / KV length) per layer, one line per token keep ratio."""
     _require(table, ["task", "kept.token_keep_per_layer", "config.token_keep"])
     tasks = [task] if task is not None else list(dict.fromkeys(table["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.2), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(tasks), 3.2))
+    axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, name in zip(axes[0], tasks):
         sub = table[table["task"] == name].sort_values("config.token_keep", ascending=False)
         for _, row in sub.iterrows():
@@ -143,7 +144,8 @@ def sentence_kept_tokens(tokens: Sequence[str], kept_by_layer: Sequence[Sequence
     # monospace layout in character units, so the columns line up from layer to layer
     starts = np.cumsum([0] + [len(t) + 1 for t in tokens[:-1]])
     width = starts[-1] + len(tokens[-1])
-    fig, ax = plt.subplots(figsize=(1.2 + 0.11 * width, 0.42 * n_layers + 0.9))
+    fig = Figure(figsize=(1.2 + 0.11 * width, 0.42 * n_layers + 0.9))
+    ax = fig.subplots()
     for layer, kept in enumerate(kept_by_layer):
         kept = set(int(k) for k in kept)
         y = n_layers - 1 - layer
