@@ -1,11 +1,13 @@
 """CPU benchmark of the spatten ops as time ratios against PyTorch baselines measured in the same run.
 
-    python experiments/bench_ops.py [--quick] [--out docs/readme/bench_ops.md]
+    python experiments/bench_ops.py [--threads 1] [--quick] [--out FILE]
 
 top-k: spatten.ops.topk_indices (radix/quick-select + order-preserving filter) vs torch.topk followed by a sort
 of the indices (the same result in plain torch). progressive attention: the fused per-(batch, head) kernel vs
 plain softmax(scaling * Q K^T) V on float keys, and vs the pure-PyTorch reference chain (ops_ref) that computes
 the same quantized result. Timings interleave the contenders and take medians, so machine load hits both alike.
+One thread by default: on a shared machine, multi-threaded runs measure the OpenMP barrier waiting for a
+descheduled thread more than the kernels (use --threads to change it).
 """
 
 from __future__ import annotations
@@ -100,8 +102,10 @@ def bench_progressive(sizes: list[int], budget_s: float) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two sizes and short budgets (smoke run)")
+    parser.add_argument("--threads", type=int, default=1, help="torch / ATen intra-op threads for both sides")
     parser.add_argument("--out", help="also write the markdown here (atomically)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     sizes = TOPK_SIZES[:2] if args.quick else TOPK_SIZES
     budget = 0.2 if args.quick else 2.0
     header = (

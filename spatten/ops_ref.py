@@ -122,6 +122,8 @@ def local_value_attention(
         raise ValueError(f"spatten.{op}: v must have shape [B, H, Lk, D] = [{b}, {h}, {lk}, D], got {list(v.shape)}")
     if not 0 <= k <= lk:
         raise ValueError(f"spatten.{op}: k must be in [0, {lk}] (Lk), got {k}")
+    if torch.isnan(probs).any():
+        raise ValueError(f"spatten.{op}: probs contain NaN")
     kept = topk_indices(probs, k)
     p = probs.float()
     vf = v.float()

@@ -89,7 +89,7 @@ def test_bad_inputs():
             impl.local_value_attention(probs[0], v, 2)
         bad = probs.clone()
         bad[1, 2, 3, 0] = float("nan")
-        with pytest.raises(ValueError, match="NaN"):
+        with pytest.raises(ValueError, match="local_value_attention: probs contain NaN"):
             impl.local_value_attention(bad, v, 2)
 
 

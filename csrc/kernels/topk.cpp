@@ -32,9 +32,11 @@ inline uint32_t sortable_key(float x, uint32_t& nan_seen) {
   return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
 }
 
-// The k-th largest key and how many keys equal to it the top-k must take (the rest of the ties are dropped).
+// The k-th largest key, how many keys equal to it the row holds, and how many of those the top-k takes (the
+// rest of the ties are dropped).
 struct Threshold {
   uint32_t key;
+  int64_t ties_total;
   int64_t ties_taken;
 };
 
@@ -44,7 +46,7 @@ Threshold select_by_nth_element(uint32_t* cand, int64_t count, int64_t rank) {
   const uint32_t kth = cand[rank - 1];
   // Everything before rank-1 is >= kth; the ones equal to it are ties the top-k also takes.
   const int64_t equal_before = std::count(cand, cand + (rank - 1), kth);
-  return {kth, equal_before + 1};
+  return {kth, std::count(cand, cand + count, kth), equal_before + 1};
 }
 
 // Radix select from the most significant digit down. `hist0` is the top-digit histogram of keys[0, n), already
@@ -69,7 +71,8 @@ Threshold select_by_radix(const uint32_t* keys, int64_t n, int64_t k, const Radi
     uint32_t bin = mask;
     while (static_cast<int64_t>(hist[bin]) < rank) rank -= hist[bin--];
     prefix |= bin << shift;
-    if (level == plan.levels - 1) return {prefix, rank};  // the bin is one exact key; take `rank` copies of it
+    // At the last level the bin is one exact key: the row holds hist[bin] copies and the top-k takes `rank`.
+    if (level == plan.levels - 1) return {prefix, hist[bin], rank};
     // Keep the keys whose digits so far match the prefix (branch-free compaction; in place after level 0).
     const uint32_t want = prefix >> shift;
     int64_t w = 0;
@@ -82,7 +85,7 @@ Threshold select_by_radix(const uint32_t* keys, int64_t n, int64_t k, const Radi
     count = w;
     if (count <= kSmallCandidateSet) return select_by_nth_element(cand.data(), count, rank);
   }
-  return {prefix, rank};  // unreachable: the last level returns
+  return {prefix, 0, 0};  // unreachable: the last level returns
 }
 
 }  // namespace
@@ -108,9 +111,19 @@ bool topk_indices_row(const float* scores, int64_t n, int64_t k, int64_t* out, T
   }
   if (nan_seen) return false;
   const Threshold kth = select_by_radix(keys, n, k, plan, hist0, scratch.candidates);
-  // Order-preserving filter: everything above the threshold, and the first `ties_taken` copies of it. Written
-  // without data-dependent branches; the write at out[w] is always in bounds because the loop stops at w == k.
+  // Order-preserving filter, without data-dependent branches; the write at out[w] is always in bounds because the
+  // loop stops at w == k.
   int64_t w = 0;
+  if (kth.ties_taken == kth.ties_total) {
+    // Every copy of the threshold is kept (the usual case): the top-k is exactly the keys >= threshold.
+    for (int64_t i = 0; i < n; ++i) {
+      out[w] = i;
+      w += keys[i] >= kth.key;
+      if (w == k) break;
+    }
+    return true;
+  }
+  // Partial ties: everything above the threshold, and the first `ties_taken` copies of it.
   int64_t ties_left = kth.ties_taken;
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t key = keys[i];
