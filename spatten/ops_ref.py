@@ -30,9 +30,10 @@ def _require_accumulator(op: str, acc: torch.Tensor, shape: tuple[int, ...]) -> 
         raise ValueError(f"spatten.{op}: accumulator must have shape {list(shape)}, got {list(acc.shape)}")
 
 
-def _require_dim(name: str, op: str, t: torch.Tensor, dim: int, what: str) -> None:
-    if t.dim() != dim:
-        raise ValueError(f"spatten.{op}: {name} must be {what}, got shape {list(t.shape)}")
+def _require_float_4d(name: str, op: str, t: torch.Tensor, layout: str) -> None:
+    _require_float(name, op, t)
+    if t.dim() != 4:
+        raise ValueError(f"spatten.{op}: {name} must be {layout}, got shape {list(t.shape)}")
 
 
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -61,8 +62,7 @@ def token_importance(
     Returns float32 [B, Lk] = accumulator + sum over heads and valid query rows of probs.
     """
     op = "token_importance"
-    _require_float("probs", op, probs)
-    _require_dim("probs", op, probs, 4, "[B, H, Lq, Lk]")
+    _require_float_4d("probs", op, probs, "[B, H, Lq, Lk]")
     b, _, lq, lk = probs.shape
     p = probs.float()
     if query_mask is not None:
@@ -90,8 +90,7 @@ def head_importance(
     Returns float32 [B, H] = accumulator + sum over valid rows and d of |attn_out|.
     """
     op = "head_importance"
-    _require_float("attn_out", op, attn_out)
-    _require_dim("attn_out", op, attn_out, 4, "[B, H, Lq, D]")
+    _require_float_4d("attn_out", op, attn_out, "[B, H, Lq, D]")
     b, h, lq, _ = attn_out.shape
     a = attn_out.float().abs()
     if query_mask is not None:
@@ -113,10 +112,8 @@ def local_value_attention(
     Returns out float32 [B, H, Lq, D], kept int64 [B, H, Lq, k], values_fetched int64 [B, H].
     """
     op = "local_value_attention"
-    _require_float("probs", op, probs)
-    _require_float("v", op, v)
-    _require_dim("probs", op, probs, 4, "[B, H, Lq, Lk]")
-    _require_dim("v", op, v, 4, "[B, H, Lk, D]")
+    _require_float_4d("probs", op, probs, "[B, H, Lq, Lk]")
+    _require_float_4d("v", op, v, "[B, H, Lk, D]")
     b, h, lq, lk = probs.shape
     if tuple(v.shape[:3]) != (b, h, lk):
         raise ValueError(f"spatten.{op}: v must have shape [B, H, Lk, D] = [{b}, {h}, {lk}, D], got {list(v.shape)}")
@@ -237,10 +234,8 @@ def progressive_attention(
     Returns out float32 [B, H, Lq, Dv], probs float32 [B, H, Lq, Lk], refetch bool [B, H, Lq].
     """
     op = "progressive_attention"
-    _require_float("q", op, q)
-    _require_float("v", op, v)
-    _require_dim("q", op, q, 4, "[B, H, Lq, D]")
-    _require_dim("v", op, v, 4, "[B, H, Lk, Dv]")
+    _require_float_4d("q", op, q, "[B, H, Lq, D]")
+    _require_float_4d("v", op, v, "[B, H, Lk, Dv]")
     b, h, lq, d = q.shape
     lk = v.shape[2]
     for name, part in (("k_msb", k_msb), ("k_lsb", k_lsb)):

@@ -30,6 +30,13 @@ inline void check_shape(const char* op, const char* name, const at::Tensor& t, a
   TORCH_CHECK_VALUE(t.sizes() == want, op, ": ", name, " must have shape ", want, ", got ", t.sizes());
 }
 
+// A floating CPU tensor of 4 dims, e.g. layout "[B, H, Lq, Lk]".
+inline void check_float_4d(const char* op, const char* name, const at::Tensor& t, const char* layout) {
+  check_float(op, name, t);
+  check_cpu(op, name, t);
+  check_dim(op, name, t, 4, layout);
+}
+
 // A bool mask of exactly `want` (True = real token), as a contiguous tensor.
 inline at::Tensor checked_mask(const char* op, const char* name, const at::Tensor& mask, at::IntArrayRef want) {
   check_dtype(op, name, mask, at::kBool);

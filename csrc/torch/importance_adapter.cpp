@@ -32,9 +32,7 @@ at::Tensor token_importance_cpu(const at::Tensor& probs, const std::optional<at:
                                 const std::optional<at::Tensor>& key_mask,
                                 const std::optional<at::Tensor>& accumulator) {
   constexpr const char* op = "spatten.token_importance";
-  check_float(op, "probs", probs);
-  check_cpu(op, "probs", probs);
-  check_dim(op, "probs", probs, 4, "[B, H, Lq, Lk]");
+  check_float_4d(op, "probs", probs, "[B, H, Lq, Lk]");
   const int64_t b = probs.size(0), h = probs.size(1), lq = probs.size(2), lk = probs.size(3);
   const at::Tensor qmask = checked_optional_mask(op, "query_mask", query_mask, {b, lq});
   const at::Tensor kmask = checked_optional_mask(op, "key_mask", key_mask, {b, lk});
@@ -64,9 +62,7 @@ at::Tensor token_importance_cpu(const at::Tensor& probs, const std::optional<at:
 at::Tensor head_importance_cpu(const at::Tensor& attn_out, const std::optional<at::Tensor>& query_mask,
                                const std::optional<at::Tensor>& accumulator) {
   constexpr const char* op = "spatten.head_importance";
-  check_float(op, "attn_out", attn_out);
-  check_cpu(op, "attn_out", attn_out);
-  check_dim(op, "attn_out", attn_out, 4, "[B, H, Lq, D]");
+  check_float_4d(op, "attn_out", attn_out, "[B, H, Lq, D]");
   const int64_t b = attn_out.size(0), h = attn_out.size(1), lq = attn_out.size(2), d = attn_out.size(3);
   const at::Tensor qmask = checked_optional_mask(op, "query_mask", query_mask, {b, lq});
   const at::Tensor acc = checked_accumulator(op, accumulator, {b, h});

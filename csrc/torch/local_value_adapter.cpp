@@ -12,12 +12,8 @@ namespace spatten::torch_ops {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> local_value_attention_cpu(const at::Tensor& probs,
                                                                          const at::Tensor& v, int64_t k) {
   constexpr const char* op = "spatten.local_value_attention";
-  check_float(op, "probs", probs);
-  check_float(op, "v", v);
-  check_cpu(op, "probs", probs);
-  check_cpu(op, "v", v);
-  check_dim(op, "probs", probs, 4, "[B, H, Lq, Lk]");
-  check_dim(op, "v", v, 4, "[B, H, Lk, D]");
+  check_float_4d(op, "probs", probs, "[B, H, Lq, Lk]");
+  check_float_4d(op, "v", v, "[B, H, Lk, D]");
   const int64_t b = probs.size(0), h = probs.size(1), lq = probs.size(2), lk = probs.size(3), d = v.size(3);
   TORCH_CHECK_VALUE(v.size(0) == b && v.size(1) == h && v.size(2) == lk, op,
                     ": v must have shape [B, H, Lk, D] with B, H, Lk = ", b, ", ", h, ", ", lk, " from probs, got ",

@@ -14,13 +14,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> progressive_attention_cpu(
     const at::Tensor& v, const std::optional<at::Tensor>& mask, double threshold, int64_t lsb_bits,
     double scaling) {
   constexpr const char* op = "spatten.progressive_attention";
-  check_float(op, "q", q);
-  check_float(op, "v", v);
+  check_float_4d(op, "q", q, "[B, H, Lq, D]");
+  check_float_4d(op, "v", v, "[B, H, Lk, Dv]");
   check_dtype(op, "k_msb", k_msb, at::kShort);
   check_dtype(op, "k_lsb", k_lsb, at::kShort);
-  for (const auto* t : {&q, &k_msb, &k_lsb, &v}) check_cpu(op, "inputs", *t);
-  check_dim(op, "q", q, 4, "[B, H, Lq, D]");
-  check_dim(op, "v", v, 4, "[B, H, Lk, Dv]");
+  check_cpu(op, "k_msb", k_msb);
+  check_cpu(op, "k_lsb", k_lsb);
   const int64_t b = q.size(0), h = q.size(1), lq = q.size(2), d = q.size(3), lk = v.size(2), dv = v.size(3);
   TORCH_CHECK_VALUE(v.size(0) == b && v.size(1) == h, op, ": v must have shape [B, H, Lk, Dv] with B, H = ", b,
                     ", ", h, " from q, got ", v.sizes());
