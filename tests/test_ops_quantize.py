@@ -159,3 +159,15 @@ def test_opcheck():
         msb, lsb, scale = ops.quantize_msb_lsb(x, 6, 4, per)
         torch.library.opcheck(torch.ops.spatten.dequantize_msb_lsb.default, (msb, lsb, scale, 4))
         torch.library.opcheck(torch.ops.spatten.dequantize_msb_lsb.default, (msb, None, scale, 4))
+
+
+@pytest.mark.parametrize("per", ["head", "token"])
+def test_many_groups_split_across_threads_match_reference(per):
+    """Large enough that at::parallel_for splits groups (and dequantize's scale groups) over several tasks."""
+    x = torch.randn(8, 12, 128, 64, generator=torch.Generator().manual_seed(11))
+    got = ops.quantize_msb_lsb(x, 6, 4, per)
+    want = ops_ref.quantize_msb_lsb(x, 6, 4, per)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+    msb, lsb, scale = got
+    assert torch.equal(ops.dequantize_msb_lsb(msb, None, scale, 4), ops_ref.dequantize_msb_lsb(msb, None, scale, 4))
