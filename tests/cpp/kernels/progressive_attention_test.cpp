@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
+#include <random>
 #include <vector>
 
 namespace {
@@ -57,6 +60,92 @@ TEST(ProgressiveAttention, RefetchUsesFullKeysAndMaskedRowIsZero) {
   for (int j = 0; j < 3; ++j) EXPECT_NEAR(probs[j], row0[j], 1e-6);
   for (int j = 3; j < 6; ++j) EXPECT_EQ(probs[j], 0.f);
   EXPECT_EQ(out[1], 0.f);
+}
+
+}  // namespace
+
+namespace {
+
+// Naive loops over the contract: the independent reference for random heads below.
+void NaiveProgressive(const std::vector<float>& q, const std::vector<int16_t>& msb, const std::vector<int16_t>& lsb,
+                      const std::vector<float>& scale, const std::vector<float>& v, const std::vector<char>& mask,
+                      const spatten::ProgressiveParams& p, std::vector<float>& out, std::vector<float>& probs,
+                      std::vector<char>& refetch) {
+  const int step = 1 << p.lsb_bits, mid = p.lsb_bits > 0 ? step / 2 : 0;
+  auto row_probs = [&](int64_t i, bool with_lsb, float* dst) {
+    float mx = -INFINITY;
+    bool any = false;
+    for (int64_t j = 0; j < p.lk; ++j) {
+      if (!mask[i * p.lk + j]) continue;
+      double dot = 0;
+      for (int64_t t = 0; t < p.d; ++t) {
+        const int low = with_lsb ? lsb[j * p.d + t] : mid;
+        dot += q[i * p.d + t] * static_cast<float>(msb[j * p.d + t] * step + low) * scale[j];
+      }
+      dst[j] = static_cast<float>(dot) * p.scaling;
+      mx = std::max(mx, dst[j]);
+      any = true;
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < p.lk; ++j) sum += mask[i * p.lk + j] ? std::exp(dst[j] - mx) : 0.0;
+    float top = 0;
+    for (int64_t j = 0; j < p.lk; ++j) {
+      dst[j] = mask[i * p.lk + j] ? static_cast<float>(std::exp(dst[j] - mx) / sum) : 0.f;
+      top = std::max(top, dst[j]);
+    }
+    return any ? top : -1.f;
+  };
+  for (int64_t i = 0; i < p.lq; ++i) {
+    float* row = probs.data() + i * p.lk;
+    const float top = row_probs(i, false, row);
+    refetch[i] = top >= 0 && top < p.threshold;
+    if (refetch[i]) row_probs(i, true, row);
+    for (int64_t c = 0; c < p.dv; ++c) {
+      double acc = 0;
+      for (int64_t j = 0; j < p.lk; ++j) acc += row[j] * v[j * p.dv + c];
+      out[i * p.dv + c] = static_cast<float>(acc);
+    }
+  }
+}
+
+TEST(ProgressiveAttention, RandomHeadsMatchNaiveLoops) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::uniform_int_distribution<int> small(-40, 40), low(0, 15), coin(0, 3);
+  int64_t rows = 0, refetched = 0;
+  for (int trial = 0; trial < 20; ++trial) {
+    const int64_t lq = 1 + trial % 7, lk = 1 + (trial * 5) % 23, d = 1 + trial % 9, dv = 1 + trial % 4;
+    const spatten::ProgressiveParams p{lq, lk, d, dv, 0.05f * static_cast<float>(trial % 10), 4, 0.3f};
+    std::vector<float> q(lq * d), v(lk * dv), scale(lk);
+    std::vector<int16_t> msb(lk * d), lsb(lk * d);
+    std::vector<char> mask(lq * lk);
+    for (auto& x : q) x = normal(rng);
+    for (auto& x : v) x = normal(rng);
+    for (auto& x : scale) x = 0.01f + std::fabs(normal(rng)) * 0.05f;
+    for (auto& x : msb) x = static_cast<int16_t>(small(rng));
+    for (auto& x : lsb) x = static_cast<int16_t>(low(rng));
+    for (auto& x : mask) x = coin(rng) != 0;
+    // The kernel reads the mask through strides: store it transposed ([lk, lq]) to exercise them.
+    std::unique_ptr<bool[]> mask_t(new bool[lq * lk]);
+    for (int64_t i = 0; i < lq; ++i)
+      for (int64_t j = 0; j < lk; ++j) mask_t[j * lq + i] = mask[i * lk + j];
+    const spatten::ProgressiveHeadInputs in{q.data(), msb.data(), lsb.data(), scale.data(), true, v.data(),
+                                            mask_t.get(), 1, lq};
+    std::vector<float> out(lq * dv), probs(lq * lk), want_out(lq * dv), want_probs(lq * lk);
+    std::unique_ptr<bool[]> refetch(new bool[lq]);
+    std::vector<char> want_refetch(lq);
+    spatten::ProgressiveScratch scratch;
+    spatten::progressive_attention_head(in, p, out.data(), probs.data(), refetch.get(), scratch);
+    NaiveProgressive(q, msb, lsb, scale, v, mask, p, want_out, want_probs, want_refetch);
+    for (int64_t i = 0; i < lq; ++i) EXPECT_EQ(refetch[i], want_refetch[i] != 0) << "trial " << trial << " row " << i;
+    rows += lq;
+    for (int64_t i = 0; i < lq; ++i) refetched += refetch[i];
+    for (int64_t t = 0; t < lq * lk; ++t) EXPECT_NEAR(probs[t], want_probs[t], 1e-5) << "trial " << trial;
+    for (int64_t t = 0; t < lq * dv; ++t) EXPECT_NEAR(out[t], want_out[t], 1e-4) << "trial " << trial;
+  }
+  // Both branches of the refetch decision were exercised.
+  EXPECT_GT(refetched, 0);
+  EXPECT_LT(refetched, rows);
 }
 
 }  // namespace
