@@ -138,6 +138,7 @@ HwConfig build(const YAML::Node& root, const std::string& path) {
   c.transaction_bytes = r.positive("hardware", "transaction_bytes", "kv-fetcher");
   c.topk_parallelism = r.positive("hardware", "topk_parallelism", "topk-engine");
   c.cascade_topk_parallelism = r.positive("hardware", "cascade_topk_parallelism", "importance-accumulator");
+  c.topk_pipelined = r.need<bool>("hardware", "topk_pipelined", "topk-engine");
   c.qk_latency = r.positive("hardware", "qk_latency", "qk-unit");
   c.pv_latency = r.positive("hardware", "pv_latency", "pv-unit");
   c.softmax_latency = r.positive("hardware", "softmax_latency", "softmax");

@@ -50,6 +50,10 @@ struct HwConfig {
   uint32_t transaction_bytes;
   uint32_t topk_parallelism;       // comparators of the local-value top-k engine
   uint32_t cascade_topk_parallelism;  // comparators of the global token/head top-k
+  // Local top-k engine organisation. true: two pipelined stages (the first quick-select pass streams with the
+  // probabilities, the refinement passes of one head overlap the next head's Q.K/softmax); false: the RTL
+  // QuickSelect FSM, one row at a time (Fill -> Run -> AfterRun, held until the output filter drains).
+  bool topk_pipelined = true;
   uint32_t qk_latency, pv_latency, softmax_latency, crossbar_latency;
   uint32_t importance_lanes;       // importance additions per cycle
   DramConfig dram;

@@ -28,7 +28,8 @@ static ComponentRegistry make_builtin() {
   r.add("qk-unit", "Q.K array: numMultipliers 12-bit multipliers + reduction tree, consumes keys as they arrive");
   r.add("softmax", "fixed-point softmax: dequant 7 + exp 21 + accumulate 23 + divide 29 + quantize 7 cycles, numMultipliers/64 lanes, two passes");
   r.add("requant-decision", "progressive quantization: max over the whole probability row, then LSB refetch + recompute if max < threshold");
-  r.add("topk-engine", "local value pruning: quick-select k-th largest with P comparators (each pass ceil(n/P)+3 cycles), order-preserving filter");
+  r.add("topk-engine", "local value pruning: quick-select k-th largest with P comparators (each pass ceil(n/P)+3 cycles; pipelined: the refinement passes), order-preserving filter");
+  r.add("topk-input-pass", "first quick-select pass of the pipelined top-k engine, streaming with the probabilities (at most P per cycle) into a candidate FIFO pair");
   r.add("pv-unit", "P.V array: numMultipliers multipliers, consumes the fetched value vectors as they arrive");
   r.add("importance-accumulator", "cascade token/head importance accumulation plus the global token/head top-k that gates the next layer (untimed in the original RTL)");
   r.add("energy-model", "per-event energies (MAC, SRAM line, FIFO, softmax, top-k, DRAM burst/activate/refresh) plus static power, from the preset");

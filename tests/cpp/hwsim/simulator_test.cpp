@@ -8,6 +8,11 @@
 #include "errors.h"
 #include "registry.h"
 #include "simulator.h"
+#include "topk_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
 
 using namespace spatten::hwsim;
 
@@ -187,4 +192,62 @@ TEST(Registry, EveryComponentHasADescription) {
   EXPECT_THROW(mine.add("x", ""), std::invalid_argument);
   mine.add("x", "does x");
   EXPECT_THROW(mine.add("x", "again"), std::invalid_argument);
+}
+
+namespace {
+
+// 128 generation heads of 512 4-bit keys (16 keys/cycle from DRAM, twice the Q.K rate; 4 heads fit the
+// 2048-key buffer) keeping 102 values: Q.K is 512 x 64 / 512 = 64 cycles per head, so any top-k work beyond
+// that shows up in the total.
+Trace topk_heads() {
+  Trace t;
+  t.source = "topk-heads";
+  for (uint32_t h = 0; h < 128; ++h) {
+    t.rows.push_back(row(Stage::kGenerate, 0, h, 1, 512, 512, 102));
+    t.rows.back().k_msb_bits = 4;
+    t.rows.back().v_bits = 4;
+  }
+  return t;
+}
+
+}  // namespace
+
+TEST(Simulator, PipelinedTopkOverlapsTheNextHeadsQk) {
+  // Hand reference from the quick-select cost model (tested on its own in topk_test.cpp): T passes in all,
+  // the first of them ceil(512/P)+3 cycles streams with the probabilities, the rest are `rest`.
+  const Trace t = topk_heads();
+  const double heads = 128, qk = 512.0 * 64 / 512, fill = 512.0 / 8;
+  const double setup = 1500;  // first head's fetch + Q.K + softmax, last head's top-k + V fetch + P.V
+  for (uint32_t p : {16u, 32u, 64u}) {
+    const std::string hw = "hardware: {topk_parallelism: " + std::to_string(p) + "}";
+    TopkLatencyModel model(p);
+    const double T = double(model.cycles(512, 102).cycles);
+    const double rest = T - (std::ceil(512.0 / p) + 3);
+    const Report piped = simulate_once(t, load_preset("spatten", {SPATTEN_TEST_PRESET_DIR}, hw));
+    // Pipelined: one head's refinement passes run under the next head's Q.K, so a head costs the larger of
+    // the two, never their sum.
+    EXPECT_LE(double(piped.cycles), heads * std::max(qk, rest) + setup) << "P=" << p;
+    EXPECT_LT(double(piped.cycles), heads * (qk + rest)) << "P=" << p;
+    if (rest < qk) EXPECT_GE(double(piped.cycles), heads * qk) << "P=" << p;  // Q.K-bound: more P cannot help
+    // The RTL's QuickSelect FSM (one row at a time): Fill at 8 per cycle, all T cycles of passes, then the
+    // output filter drains the row before the next Fill, so rows serialize on the engine.
+    const Report serial = simulate_once(
+        t, load_preset("spatten", {SPATTEN_TEST_PRESET_DIR},
+                       "hardware: {topk_parallelism: " + std::to_string(p) + ", topk_pipelined: false}"));
+    EXPECT_GE(double(serial.cycles), heads * (fill + T + fill)) << "P=" << p;
+    EXPECT_LE(double(serial.cycles), heads * (fill + T + fill) + setup) << "P=" << p;
+  }
+}
+
+TEST(Simulator, TwelveBitKeysTakeAnEightBitPassAndAnLsbPass) {
+  // The fetcher has no 12-bit profile (only 4, 6-fused and 8 bits): 12-bit keys = 8-bit pass (2 tx) + 4-bit
+  // LSB pass (1 tx) with a Q.K recompute, the same 3 tx per key as one 12-bit fetch.
+  Trace t;
+  t.rows.push_back(row(Stage::kGenerate, 0, 0, 1, 1000, 300, 90));
+  t.rows[0].k_msb_bits = 12;
+  t.rows[0].v_bits = 8;
+  const Report r = simulate_once(t, preset());
+  EXPECT_EQ(r.dram_bytes_read, 32u * (300 * 3 + 90 * 2));
+  EXPECT_EQ(r.macs, 64.0 * (300 + 300 + 90));
+  EXPECT_EQ(r.useful_macs, 64.0 * (300 + 90));
 }
