@@ -144,3 +144,18 @@ def test_opcheck():
     attn_out = torch.randn(2, 3, 4, 6)
     torch.library.opcheck(torch.ops.spatten.head_importance.default, (attn_out, qm, torch.randn(2, 3)))
     torch.library.opcheck(torch.ops.spatten.head_importance.default, (attn_out,))
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    """Each output element is summed in a fixed order inside one task, so results are bitwise reproducible."""
+    probs = random_probs(3, 12, 64, 700, seed=12)
+    attn_out = torch.randn(3, 12, 64, 64, generator=torch.Generator().manual_seed(13))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = ops.token_importance(probs), ops.head_importance(attn_out)
+        torch.set_num_threads(2)
+        multi = ops.token_importance(probs), ops.head_importance(attn_out)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(single, multi))

@@ -175,3 +175,17 @@ def test_opcheck():
         for threshold in (0.0, 0.4, 2.0):
             args = (q, *k_parts, v, mask, threshold, 4, 8**-0.5)
             torch.library.opcheck(torch.ops.spatten.progressive_attention.default, args)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    q, _, k_parts, v = make_inputs(2, 12, 16, 40, 16, seed=11)
+    args = (q, *k_parts, v, causal_mask(16, 40), 0.2, 4, 0.25)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = ops.progressive_attention(*args)
+        torch.set_num_threads(2)
+        multi = ops.progressive_attention(*args)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(single, multi))
