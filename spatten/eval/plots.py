@@ -91,13 +91,13 @@ def metric_vs_keep(table: pd.DataFrame, path=None, x: str = "config.token_keep")
 
 def pareto(table: pd.DataFrame, path=None):
     """The Pareto view: relative metric against simulated speedup, DRAM reduction and energy reduction."""
-    _require(table, ["task", "model"] + [c for c, _ in HARDWARE_AXES])
+    _require(table, ["task", "model", "config.token_keep"] + [c for c, _ in HARDWARE_AXES])
     rel = relative_metric(table)
     fig = Figure(figsize=(11, 3.4))
     axes = fig.subplots(1, len(HARDWARE_AXES), sharey=True)
     for ax, (column, label) in zip(axes, HARDWARE_AXES):
         for key, g in table.assign(rel=rel).groupby(["task", "model"]):
-            g = g.sort_values(column)
+            g = g.sort_values("config.token_keep", ascending=False)  # follow the pruning, not the x order
             ax.plot(g[column], g["rel"], marker="o", label=f"{key[0]} / {key[1]}")
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_xlabel(label)
