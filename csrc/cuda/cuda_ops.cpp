@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <optional>
 #include <string_view>
 #include <tuple>
@@ -17,39 +18,39 @@ namespace spatten::cuda_ops {
 namespace {
 
 void CheckFloat(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "spatten.", op, ": ", name, " must be a floating dtype, got ",
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "spatten.", op, ": ", name, " must be a floating dtype, got ",
               t.scalar_type());
 }
 
 void CheckCuda(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.is_cuda(), "spatten.", op, ": ", name, " must be on the CUDA device like the other inputs");
+  TORCH_CHECK_VALUE(t.is_cuda(), "spatten.", op, ": ", name, " must be on the CUDA device like the other inputs");
 }
 
 void CheckMask(const char* op, const char* name, const at::Tensor& mask, int64_t b, int64_t l) {
-  TORCH_CHECK(mask.scalar_type() == at::kBool, "spatten.", op, ": ", name, " must be bool (True = real token), got ",
+  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool, "spatten.", op, ": ", name, " must be bool (True = real token), got ",
               mask.scalar_type());
-  TORCH_CHECK(mask.dim() == 2 && mask.size(0) == b && mask.size(1) == l, "spatten.", op, ": ", name,
+  TORCH_CHECK_VALUE(mask.dim() == 2 && mask.size(0) == b && mask.size(1) == l, "spatten.", op, ": ", name,
               " must have shape [", b, ", ", l, "], got ", mask.sizes());
   CheckCuda(op, name, mask);
 }
 
 void CheckAccumulator(const char* op, const at::Tensor& acc, at::IntArrayRef shape) {
-  TORCH_CHECK(acc.scalar_type() == at::kFloat, "spatten.", op, ": accumulator must be float32, got ",
+  TORCH_CHECK_TYPE(acc.scalar_type() == at::kFloat, "spatten.", op, ": accumulator must be float32, got ",
               acc.scalar_type());
-  TORCH_CHECK(acc.sizes() == shape, "spatten.", op, ": accumulator must have shape ", shape, ", got ", acc.sizes());
+  TORCH_CHECK_VALUE(acc.sizes() == shape, "spatten.", op, ": accumulator must have shape ", shape, ", got ", acc.sizes());
   CheckCuda(op, "accumulator", acc);
 }
 
 }  // namespace
 
 at::Tensor topk_indices_cuda(const at::Tensor& scores, int64_t k) {
-  TORCH_CHECK(scores.dim() >= 1, "spatten.topk_indices: scores must have at least 1 dimension, got a scalar");
+  TORCH_CHECK_VALUE(scores.dim() >= 1, "spatten.topk_indices: scores must have at least 1 dimension, got a scalar");
   CheckFloat("topk_indices", "scores", scores);
   const int64_t n = scores.size(-1);
-  TORCH_CHECK(k >= 0 && k <= n, "spatten.topk_indices: k must be in [0, ", n, "] (the last dim), got ", k);
+  TORCH_CHECK_VALUE(k >= 0 && k <= n, "spatten.topk_indices: k must be in [0, ", n, "] (the last dim), got ", k);
   c10::cuda::CUDAGuard guard(scores.device());
   const at::Tensor rows = scores.to(at::kFloat).contiguous();
-  TORCH_CHECK(!rows.isnan().any().item<bool>(), "spatten.topk_indices: scores contain NaN");
+  TORCH_CHECK_VALUE(!rows.isnan().any().item<bool>(), "spatten.topk_indices: scores contain NaN");
   auto out_sizes = scores.sizes().vec();
   out_sizes.back() = k;
   at::Tensor out = at::empty(out_sizes, scores.options().dtype(at::kLong));
@@ -65,7 +66,7 @@ at::Tensor token_importance_cuda(const at::Tensor& probs, const std::optional<at
                                  const std::optional<at::Tensor>& accumulator) {
   const char* op = "token_importance";
   CheckFloat(op, "probs", probs);
-  TORCH_CHECK(probs.dim() == 4, "spatten.token_importance: probs must be [B, H, Lq, Lk], got shape ", probs.sizes());
+  TORCH_CHECK_VALUE(probs.dim() == 4, "spatten.token_importance: probs must be [B, H, Lq, Lk], got shape ", probs.sizes());
   const int64_t b = probs.size(0), lq = probs.size(2), lk = probs.size(3);
   at::Tensor p = probs.to(at::kFloat);
   if (query_mask) {
@@ -88,7 +89,7 @@ at::Tensor head_importance_cuda(const at::Tensor& attn_out, const std::optional<
                                 const std::optional<at::Tensor>& accumulator) {
   const char* op = "head_importance";
   CheckFloat(op, "attn_out", attn_out);
-  TORCH_CHECK(attn_out.dim() == 4, "spatten.head_importance: attn_out must be [B, H, Lq, D], got shape ",
+  TORCH_CHECK_VALUE(attn_out.dim() == 4, "spatten.head_importance: attn_out must be [B, H, Lq, D], got shape ",
               attn_out.sizes());
   const int64_t b = attn_out.size(0), h = attn_out.size(1), lq = attn_out.size(2);
   at::Tensor a = attn_out.to(at::kFloat).abs();
@@ -109,13 +110,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_value_attention_cuda(const 
   const char* op = "local_value_attention";
   CheckFloat(op, "probs", probs);
   CheckFloat(op, "v", v);
-  TORCH_CHECK(probs.dim() == 4, "spatten.local_value_attention: probs must be [B, H, Lq, Lk], got shape ",
+  TORCH_CHECK_VALUE(probs.dim() == 4, "spatten.local_value_attention: probs must be [B, H, Lq, Lk], got shape ",
               probs.sizes());
-  TORCH_CHECK(v.dim() == 4, "spatten.local_value_attention: v must be [B, H, Lk, D], got shape ", v.sizes());
+  TORCH_CHECK_VALUE(v.dim() == 4, "spatten.local_value_attention: v must be [B, H, Lk, D], got shape ", v.sizes());
   const int64_t b = probs.size(0), h = probs.size(1), lq = probs.size(2), lk = probs.size(3), d = v.size(3);
-  TORCH_CHECK(v.size(0) == b && v.size(1) == h && v.size(2) == lk, "spatten.local_value_attention: v must have shape "
+  TORCH_CHECK_VALUE(v.size(0) == b && v.size(1) == h && v.size(2) == lk, "spatten.local_value_attention: v must have shape "
               "[B, H, Lk, D] = [", b, ", ", h, ", ", lk, ", D], got ", v.sizes());
-  TORCH_CHECK(k >= 0 && k <= lk, "spatten.local_value_attention: k must be in [0, ", lk, "] (Lk), got ", k);
+  TORCH_CHECK_VALUE(k >= 0 && k <= lk, "spatten.local_value_attention: k must be in [0, ", lk, "] (Lk), got ", k);
   CheckCuda(op, "v", v);
   const at::Tensor kept = topk_indices_cuda(probs, k);                       // [B, H, Lq, k]
   const at::Tensor p = probs.to(at::kFloat);
@@ -134,15 +135,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_msb_lsb_cuda(const at::T
                                                                      int64_t lsb_bits, c10::string_view per) {
   const char* op = "quantize_msb_lsb";
   CheckFloat(op, "x", x);
-  TORCH_CHECK(x.dim() >= 2, "spatten.quantize_msb_lsb: x must be [..., L, D] (at least 2 dims), got shape ",
+  TORCH_CHECK_VALUE(x.dim() >= 2, "spatten.quantize_msb_lsb: x must be [..., L, D] (at least 2 dims), got shape ",
               x.sizes());
-  TORCH_CHECK(msb_bits >= 1 && lsb_bits >= 0 && msb_bits + lsb_bits >= 2 && msb_bits + lsb_bits <= 16,
+  TORCH_CHECK_VALUE(msb_bits >= 1 && lsb_bits >= 0 && msb_bits + lsb_bits >= 2 && msb_bits + lsb_bits <= 16,
               "spatten.quantize_msb_lsb: bits out of range: need msb_bits >= 1, lsb_bits >= 0 and "
               "2 <= msb_bits + lsb_bits <= 16, got msb_bits=", msb_bits, ", lsb_bits=", lsb_bits);
-  TORCH_CHECK(per == "head" || per == "token", "spatten.quantize_msb_lsb: per must be 'head' or 'token', got '",
+  TORCH_CHECK_VALUE(per == "head" || per == "token", "spatten.quantize_msb_lsb: per must be 'head' or 'token', got '",
               std::string(per), "'");
   const at::Tensor xf = x.to(at::kFloat);
-  TORCH_CHECK(xf.isfinite().all().item<bool>(), "spatten.quantize_msb_lsb: x contains NaN or Inf");
+  TORCH_CHECK_VALUE(xf.isfinite().all().item<bool>(), "spatten.quantize_msb_lsb: x contains NaN or Inf");
   const double qmax = static_cast<double>((1 << (msb_bits + lsb_bits - 1)) - 1);
   at::Tensor group_max;
   if (xf.numel() == 0) {
@@ -155,7 +156,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_msb_lsb_cuda(const at::T
   } else {
     group_max = xf.abs().amax({-1}, /*keepdim=*/true);
   }
-  const at::Tensor scale = at::where(group_max > 0, group_max / qmax, at::ones({}, group_max.options()));
+  // Floor at the smallest subnormal so that x / scale stays finite (as the CPU kernel does).
+  const double tiniest = std::numeric_limits<float>::denorm_min();
+  const at::Tensor scale =
+      at::where(group_max > 0, at::clamp_min(group_max / qmax, tiniest), at::ones({}, group_max.options()));
   const at::Tensor q = at::clamp(at::round(xf / scale), -qmax, qmax).to(at::kInt);
   const at::Tensor msb = at::floor_divide(q, 1 << lsb_bits);
   const at::Tensor lsb = q - msb * (1 << lsb_bits);
@@ -164,17 +168,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_msb_lsb_cuda(const at::T
 
 at::Tensor dequantize_msb_lsb_cuda(const at::Tensor& msb, const std::optional<at::Tensor>& lsb,
                                    const at::Tensor& scale, int64_t lsb_bits) {
-  TORCH_CHECK(msb.scalar_type() == at::kShort, "spatten.dequantize_msb_lsb: msb must be int16, got ",
+  TORCH_CHECK_TYPE(msb.scalar_type() == at::kShort, "spatten.dequantize_msb_lsb: msb must be int16, got ",
               msb.scalar_type());
-  TORCH_CHECK(scale.scalar_type() == at::kFloat, "spatten.dequantize_msb_lsb: scale must be float32, got ",
+  TORCH_CHECK_TYPE(scale.scalar_type() == at::kFloat, "spatten.dequantize_msb_lsb: scale must be float32, got ",
               scale.scalar_type());
-  TORCH_CHECK(lsb_bits >= 0 && lsb_bits <= 15, "spatten.dequantize_msb_lsb: lsb_bits must be in [0, 15], got ",
+  TORCH_CHECK_VALUE(lsb_bits >= 0 && lsb_bits <= 15, "spatten.dequantize_msb_lsb: lsb_bits must be in [0, 15], got ",
               lsb_bits);
   at::Tensor q = msb.to(at::kInt) * (1 << lsb_bits);
   if (lsb) {
-    TORCH_CHECK(lsb->scalar_type() == at::kShort, "spatten.dequantize_msb_lsb: lsb must be int16, got ",
+    TORCH_CHECK_TYPE(lsb->scalar_type() == at::kShort, "spatten.dequantize_msb_lsb: lsb must be int16, got ",
                 lsb->scalar_type());
-    TORCH_CHECK(lsb->sizes() == msb.sizes(), "spatten.dequantize_msb_lsb: lsb shape ", lsb->sizes(),
+    TORCH_CHECK_VALUE(lsb->sizes() == msb.sizes(), "spatten.dequantize_msb_lsb: lsb shape ", lsb->sizes(),
                 " differs from msb shape ", msb.sizes());
     q = q + lsb->to(at::kInt);
   } else if (lsb_bits > 0) {
@@ -189,19 +193,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> progressive_attention_cuda(
   const char* op = "progressive_attention";
   CheckFloat(op, "q", q);
   CheckFloat(op, "v", v);
-  TORCH_CHECK(q.dim() == 4, "spatten.progressive_attention: q must be [B, H, Lq, D], got shape ", q.sizes());
-  TORCH_CHECK(v.dim() == 4, "spatten.progressive_attention: v must be [B, H, Lk, Dv], got shape ", v.sizes());
+  TORCH_CHECK_VALUE(q.dim() == 4, "spatten.progressive_attention: q must be [B, H, Lq, D], got shape ", q.sizes());
+  TORCH_CHECK_VALUE(v.dim() == 4, "spatten.progressive_attention: v must be [B, H, Lk, Dv], got shape ", v.sizes());
   const int64_t b = q.size(0), h = q.size(1), lq = q.size(2), d = q.size(3), lk = v.size(2);
-  TORCH_CHECK(k_msb.dim() == 4 && k_msb.size(0) == b && k_msb.size(1) == h && k_msb.size(2) == lk &&
+  TORCH_CHECK_VALUE(k_msb.dim() == 4 && k_msb.size(0) == b && k_msb.size(1) == h && k_msb.size(2) == lk &&
                   k_msb.size(3) == d,
               "spatten.progressive_attention: k_msb must have shape [B, H, Lk, D] = [", b, ", ", h, ", ", lk, ", ", d,
               "], got ", k_msb.sizes());
-  TORCH_CHECK(v.size(0) == b && v.size(1) == h, "spatten.progressive_attention: v must have shape [B, H, Lk, Dv] "
+  TORCH_CHECK_VALUE(v.size(0) == b && v.size(1) == h, "spatten.progressive_attention: v must have shape [B, H, Lk, Dv] "
               "with B, H = ", b, ", ", h, ", got ", v.sizes());
-  TORCH_CHECK(threshold == threshold, "spatten.progressive_attention: threshold is NaN");
+  TORCH_CHECK_VALUE(threshold == threshold, "spatten.progressive_attention: threshold is NaN");
   std::optional<at::Tensor> allowed;
   if (mask) {
-    TORCH_CHECK(mask->scalar_type() == at::kBool, "spatten.progressive_attention: mask must be bool "
+    TORCH_CHECK_TYPE(mask->scalar_type() == at::kBool, "spatten.progressive_attention: mask must be bool "
                 "(True = may attend), got ", mask->scalar_type());
     allowed = mask->expand({b, h, lq, lk});
   }
