@@ -62,3 +62,17 @@ def test_sweep_and_plot_commands(tmp_path, data_dir):
     assert main(["plot", str(out)]) == 0
     for name in ("metric_vs_keep", "kept_per_layer", "pareto"):
         assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.pdf").is_file()
+
+
+def test_demo_quick_produces_table_and_plots(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("SPATTEN_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--workers", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for task in ("sts-b", "sst-2", "stories", "wikitext-2"):
+        assert task in printed
+    table = (out / "table.md").read_text()
+    assert table.count("\n") == 2 + 4 * 4  # header, rule, 4 tasks x 4 keep ratios
+    assert "n/a" not in table  # every run has its metric and its hardware numbers
+    for name in ("metric_vs_keep", "pareto", "kept_per_layer", "sentence_tokens"):
+        assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.pdf").is_file()
