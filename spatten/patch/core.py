@@ -94,12 +94,13 @@ def attend(
             qh, select_heads(k_msb, groups, heads), select_heads(k_lsb, groups, heads),
             select_heads(k_scale, groups, heads), vh, mask, config.refetch_threshold, lsb_bits, scaling)
     else:
-        logits = (qh.float() @ select_heads(k, groups, heads).float().transpose(-1, -2)) * scaling
+        # Scale q, not the [Lq, Lk] logits, and work in place: these maps are the largest tensors of a forward.
+        logits = (qh.float() * scaling) @ select_heads(k, groups, heads).float().transpose(-1, -2)
         if mask is not None:
-            logits = logits.masked_fill(~mask, -math.inf)
+            logits.masked_fill_(~mask, -math.inf)
         probs = torch.softmax(logits, dim=-1)
         if mask is not None:
-            probs = torch.nan_to_num(probs, nan=0.0)  # rows with no allowed key
+            probs.nan_to_num_(nan=0.0)  # rows with no allowed key
         out = None
     if dropout > 0.0:
         probs = F.dropout(probs, dropout, training=True)
