@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spatten.eval.sweep import SweepRunsFailed
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -223,3 +225,6 @@ def main(argv: list[str] | None = None) -> int:
         # user errors (missing data, bad config, unknown task) read better without a traceback
         print(f"spatten {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except SweepRunsFailed as err:
+        print(f"spatten {args.command}: {err}", file=sys.stderr)
+        return 1

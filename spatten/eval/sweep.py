@@ -43,6 +43,10 @@ class SweepError(ValueError):
     """The sweep file is malformed; the message names the key."""
 
 
+class SweepRunsFailed(RuntimeError):
+    """Some runs of a sweep raised; the finished ones are kept and a rerun retries the rest."""
+
+
 def task_kind(task: str) -> str:
     """'glue' for GLUE tasks, 'lm' for language-modelling corpora (and 'stories')."""
     from spatten.eval.runners import STORIES_CORPUS
@@ -242,7 +246,7 @@ def run_sweep(sweep: Sweep | str | os.PathLike, *, workers: int = 1, progress: b
     bar.close()
     table = collect(sweep.out)
     if errors:
-        raise RuntimeError(f"{len(errors)} sweep run(s) failed (finished runs are kept; rerun to retry):\n"
+        raise SweepRunsFailed(f"{len(errors)} sweep run(s) failed (finished runs are kept; rerun to retry):\n"
                            + "\n".join(errors))
     return table
 
