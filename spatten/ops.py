@@ -109,6 +109,25 @@ def progressive_attention(
     return torch.ops.spatten.progressive_attention(q, k_msb, k_lsb, k_scale, v, mask, threshold, lsb_bits, scaling)
 
 
+def attention_with_importance(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float,
+    query_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention fused with cascade token importance; the [B, H, Lq, Lk] probabilities are never materialised.
+
+    q: [B, H, Lq, D]; k: [B, H, Lk, D]; v: [B, H, Lk, Dv]; mask: bool broadcastable to [B, H, Lq, Lk]
+    (True = may attend) or None; query_mask: bool [B, Lq] (True = real query row) or None.
+    With probs = softmax(scaling * q @ k^T) over allowed keys (a row with no allowed key: all zeros), returns
+    out float32 [B, H, Lq, Dv] = probs @ v and importance float32 [B, Lk] =
+    `token_importance(probs, query_mask)`, i.e. the sum over heads and valid query rows of probs.
+    """
+    return torch.ops.spatten.attention_with_importance(q, k, v, mask, scaling, query_mask)
+
+
 # Fake kernels: output shapes and dtypes for torch.compile / meta tensors. They check what shapes alone decide.
 
 
@@ -168,4 +187,15 @@ def _(q, k_msb, k_lsb, k_scale, v, mask, threshold, lsb_bits, scaling):
         q.new_empty((b, h, lq, dv), dtype=torch.float32),
         q.new_empty((b, h, lq, lk), dtype=torch.float32),
         q.new_empty((b, h, lq), dtype=torch.bool),
+    )
+
+
+@torch.library.register_fake("spatten::attention_with_importance")
+def _(q, k, v, mask, scaling, query_mask=None):
+    torch._check_value(q.dim() == 4 and k.dim() == 4 and v.dim() == 4,
+                       lambda: "spatten.attention_with_importance: q, k, v must be [B, H, L, D]")
+    b, h, lq, _ = q.shape
+    return (
+        q.new_empty((b, h, lq, v.shape[3]), dtype=torch.float32),
+        q.new_empty((b, k.shape[2]), dtype=torch.float32),
     )

@@ -278,3 +278,47 @@ def progressive_attention(
         refetch = has_key
     probs = torch.where(refetch[..., None], softmax_probs(k_full), coarse)
     return probs @ v.float(), probs, refetch
+
+
+def attention_with_importance(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float,
+    query_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for spatten.ops.attention_with_importance.
+
+    q: [B, H, Lq, D]; k: [B, H, Lk, D]; v: [B, H, Lk, Dv]; mask: bool broadcastable to [B, H, Lq, Lk] or None;
+    query_mask: bool [B, Lq] or None. Returns out float32 [B, H, Lq, Dv] and importance float32 [B, Lk].
+    """
+    op = "attention_with_importance"
+    _require_float_4d("q", op, q, "[B, H, Lq, D]")
+    _require_float_4d("k", op, k, "[B, H, Lk, D]")
+    _require_float_4d("v", op, v, "[B, H, Lk, Dv]")
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
+    if (k.shape[0], k.shape[1], k.shape[3]) != (b, h, d):
+        raise ValueError(f"spatten.{op}: k must have shape [B, H, Lk, D] with B, H, D = {b}, {h}, {d} from q, "
+                         f"got {list(k.shape)}")
+    if tuple(v.shape[:3]) != (b, h, lk):
+        raise ValueError(f"spatten.{op}: v must have shape [B, H, Lk, Dv] with B, H, Lk = {b}, {h}, {lk} from q "
+                         f"and k, got {list(v.shape)}")
+    if not abs(scaling) < float("inf"):
+        raise ValueError(f"spatten.{op}: scaling must be finite, got {scaling}")
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise TypeError(f"spatten.{op}: mask must be bool (True = may attend), got {mask.dtype}")
+        try:
+            mask = mask.expand(b, h, lq, lk)
+        except RuntimeError:
+            raise ValueError(f"spatten.{op}: mask shape {list(mask.shape)} does not broadcast to "
+                             f"[B, H, Lq, Lk] = {[b, h, lq, lk]}") from None
+    if query_mask is not None:
+        _require_bool_mask("query_mask", op, query_mask, (b, lq))
+    logits = scaling * (q.float() @ k.float().transpose(-1, -2))
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(logits, dim=-1).nan_to_num(nan=0.0)  # rows with no allowed key: all -inf -> NaN -> 0
+    return probs @ v.float(), token_importance(probs, query_mask)

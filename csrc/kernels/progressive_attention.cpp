@@ -3,8 +3,8 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
+#include "kernels/masked_softmax.h"
 #include "kernels/quantize.h"
 
 namespace spatten {
@@ -14,32 +14,10 @@ using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Row
 using ConstMap = Eigen::Map<const RowMajor>;
 using Map = Eigen::Map<RowMajor>;
 
-// In-place masked softmax of one row of logits (vectorized through Eigen arrays). Returns the row's max
-// probability, or -1 when no key is allowed (the row is then all zeros).
-float masked_softmax_row(float* row, const ProgressiveHeadInputs& in, int64_t i, int64_t lk) {
-  Eigen::Map<Eigen::ArrayXf> r(row, lk);
+// The row's masked softmax (see masked_softmax.h) with this head's mask.
+float head_softmax_row(float* row, const ProgressiveHeadInputs& in, int64_t i, int64_t lk) {
   const bool* mask_row = in.mask ? in.mask + i * in.mask_row_stride : nullptr;
-  bool any_allowed = lk > 0;
-  if (mask_row) {
-    any_allowed = false;
-    for (int64_t j = 0; j < lk; ++j) {
-      const bool allowed = mask_row[j * in.mask_col_stride];
-      any_allowed |= allowed;
-      if (!allowed) row[j] = -std::numeric_limits<float>::infinity();
-    }
-  }
-  if (!any_allowed) {
-    r.setZero();
-    return -1.0f;
-  }
-  r = (r - r.maxCoeff()).exp();
-  if (mask_row) {
-    // A masked key has probability exactly 0, whatever the vectorized exp makes of -inf.
-    for (int64_t j = 0; j < lk; ++j)
-      if (!mask_row[j * in.mask_col_stride]) row[j] = 0.0f;
-  }
-  r /= r.sum();
-  return r.maxCoeff();
+  return spatten::masked_softmax_row(row, mask_row, in.mask_col_stride, lk);
 }
 
 void dequantize_keys(const ProgressiveHeadInputs& in, const ProgressiveParams& p, bool with_lsb, float* keys) {
@@ -62,7 +40,7 @@ void progressive_attention_head(const ProgressiveHeadInputs& in, const Progressi
   logits.noalias() = (q * keys.transpose()) * p.scaling;
   scratch.refetch_rows.clear();
   for (int64_t i = 0; i < lq; ++i) {
-    const float prob_max = masked_softmax_row(probs + i * lk, in, i, lk);
+    const float prob_max = head_softmax_row(probs + i * lk, in, i, lk);
     refetch[i] = prob_max >= 0.0f && prob_max < p.threshold;
     if (refetch[i]) scratch.refetch_rows.push_back(i);
   }
@@ -80,7 +58,7 @@ void progressive_attention_head(const ProgressiveHeadInputs& in, const Progressi
     for (int64_t r = 0; r < nr; ++r) {
       const int64_t i = scratch.refetch_rows[r];
       std::copy_n(scratch.refetch_logits.data() + r * lk, lk, probs + i * lk);
-      masked_softmax_row(probs + i * lk, in, i, lk);
+      head_softmax_row(probs + i * lk, in, i, lk);
     }
   }
 

@@ -31,4 +31,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> progressive_attention_cpu(
     const at::Tensor& v, const std::optional<at::Tensor>& mask, double threshold, int64_t lsb_bits,
     double scaling);
 
+std::tuple<at::Tensor, at::Tensor> attention_with_importance_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                                 const at::Tensor& v,
+                                                                 const std::optional<at::Tensor>& mask,
+                                                                 double scaling,
+                                                                 const std::optional<at::Tensor>& query_mask);
+
 }  // namespace spatten::torch_ops

@@ -20,6 +20,8 @@ TORCH_LIBRARY(spatten, m) {
   m.def("dequantize_msb_lsb(Tensor msb, Tensor? lsb, Tensor scale, int lsb_bits) -> Tensor");
   m.def("progressive_attention(Tensor q, Tensor k_msb, Tensor k_lsb, Tensor k_scale, Tensor v, Tensor? mask, "
         "float threshold, int lsb_bits, float scaling) -> (Tensor, Tensor, Tensor)");
+  m.def("attention_with_importance(Tensor q, Tensor k, Tensor v, Tensor? mask, float scaling, "
+        "Tensor? query_mask=None) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(spatten, CPU, m) {
@@ -30,4 +32,5 @@ TORCH_LIBRARY_IMPL(spatten, CPU, m) {
   m.impl("quantize_msb_lsb", &spatten::torch_ops::quantize_msb_lsb_cpu);
   m.impl("dequantize_msb_lsb", &spatten::torch_ops::dequantize_msb_lsb_cpu);
   m.impl("progressive_attention", &spatten::torch_ops::progressive_attention_cpu);
+  m.impl("attention_with_importance", &spatten::torch_ops::attention_with_importance_cpu);
 }
