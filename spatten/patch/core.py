@@ -3,7 +3,9 @@ quantization, local value pruning, and the probabilities that token importance n
 
 Token pruning is not here: the callers (encoder.py, decoder.py) shorten K/V (and Q) before calling `attend`.
 When a call needs none of the features it takes the fast path (`scaled_dot_product_attention`, no
-probabilities materialised).
+probabilities materialised). When it needs the probabilities only for token importance (no K quantization, no
+local value pruning, no dropout) it takes the fused path (`attention_with_importance`: the importance without
+the [B, H, Lq, Lk] probability map).
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ class AttentionResult:
     probs: float32 [B, Hk, Lq, Lk] for the computed heads (None on the fast path).
     refetch: bool [B, Hk, Lq], rows whose K LSBs were fetched (None without K quantization).
     values_fetched: int64 [B, Hk], distinct V rows used (None without local value pruning).
+    token_importance: float32 [B, Lk], the probability each key received, summed over the computed heads and
+    the valid query rows (`token_importance(probs, query_valid)`); None unless `attend(need_importance=True)`.
+    On the fused path probs is None and only this is returned.
     """
 
     out: torch.Tensor
     probs: torch.Tensor | None
     refetch: torch.Tensor | None
     values_fetched: torch.Tensor | None
+    token_importance: torch.Tensor | None = None
 
 
 def select_heads(x: torch.Tensor, groups: int, heads: torch.Tensor | None) -> torch.Tensor:
@@ -57,6 +63,8 @@ def attend(
     *,
     heads: torch.Tensor | None = None,
     need_probs: bool = False,
+    need_importance: bool = False,
+    query_valid: torch.Tensor | None = None,
     is_causal: bool = False,
     dropout: float = 0.0,
 ) -> AttentionResult:
@@ -64,14 +72,15 @@ def attend(
 
     mask: bool broadcastable to [B, 1, Lq, Lk] (True = may attend) or None; is_causal only when mask is None
     and Lq == Lk. heads: int64 [B, Hk], the query heads that do work (None = all). A query row with no allowed
-    key gives zeros.
+    key gives zeros. need_importance: also return `token_importance` over the query rows query_valid [B, Lq]
+    (None = all); need_probs: return the probabilities whatever else is asked.
     """
     b, hq, lq, d = q.shape
     groups = hq // k.shape[1]
     if is_causal and mask is None:
         mask = torch.ones(lq, k.shape[2], dtype=torch.bool, device=q.device).tril()[None, None]
     quantized = config.quantizes
-    if not (need_probs or quantized or config.prunes_values):
+    if not (need_probs or need_importance or quantized or config.prunes_values):
         if heads is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling,
                                                  enable_gqa=groups > 1)
@@ -86,6 +95,15 @@ def attend(
     if config.v_bits is not None:
         v = fake_quantize(v, config.v_bits, config.quant_group)
     vh = select_heads(v, groups, heads)
+    if (need_importance and not need_probs and config.k_bits is None and not config.prunes_values
+            and dropout == 0.0 and q.device.type == "cpu"):
+        # Probabilities only for token importance: fused, never materialising [B, Hk, Lq, Lk].
+        out, importance = kernels.attention_with_importance(qh, select_heads(k, groups, heads), vh, mask, scaling,
+                                                            query_valid)
+        out = out.to(q.dtype)
+        if heads is not None:
+            out = _scatter_heads(out, heads, hq)
+        return AttentionResult(out, None, None, None, importance)
     refetch = None
     if config.k_bits is not None:
         msb_bits, lsb_bits = config.k_bits
@@ -115,7 +133,8 @@ def attend(
     out = out.to(q.dtype)
     if heads is not None:
         out = _scatter_heads(out, heads, hq)
-    return AttentionResult(out, probs, refetch, values_fetched)
+    importance = kernels.token_importance(probs, query_valid) if need_importance else None
+    return AttentionResult(out, probs, refetch, values_fetched, importance)
 
 
 def _scatter_heads(out: torch.Tensor, heads: torch.Tensor, total: int) -> torch.Tensor:

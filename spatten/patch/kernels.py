@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 OP_NAMES = ("topk_indices", "token_importance", "head_importance", "local_value_attention", "quantize_msb_lsb",
-            "dequantize_msb_lsb", "progressive_attention")
+            "dequantize_msb_lsb", "progressive_attention", "attention_with_importance")
 
 
 @functools.cache
@@ -70,3 +70,7 @@ def dequantize_msb_lsb(msb, lsb, scale, lsb_bits):
 
 def progressive_attention(q, k_msb, k_lsb, k_scale, v, mask, threshold, lsb_bits, scaling):
     return op("progressive_attention")(q, k_msb, k_lsb, k_scale, v, mask, threshold, lsb_bits, scaling)
+
+
+def attention_with_importance(q, k, v, mask, scaling, query_mask=None):
+    return op("attention_with_importance")(q, k, v, mask, scaling, query_mask)

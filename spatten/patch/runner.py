@@ -88,10 +88,11 @@ class Runner:
         """
         heads = self._choose_heads(layer)
         need_importance = self.config.prunes_tokens and self.needs_importance(layer)
-        result = core.attend(q, k, v, mask, scaling, self.config, heads=heads, need_probs=need_importance,
-                             is_causal=is_causal, dropout=dropout)
+        result = core.attend(q, k, v, mask, scaling, self.config, heads=heads, need_importance=need_importance,
+                             query_valid=query_valid, is_causal=is_causal, dropout=dropout)
         if need_importance:
-            contribution = kernels.token_importance(result.probs, query_valid, key_valid)
+            # Summed over the heads that ran and the valid query rows; a padding key gets nothing.
+            contribution = result.token_importance.masked_fill(~key_valid, 0.0)
             self.importance.scatter_add_(1, kslot, contribution)
         if self.config.prunes_heads:
             self.head_importance = kernels.head_importance(result.out, query_valid, self.head_importance)
