@@ -27,8 +27,8 @@ struct AttentionParams {
 };
 
 struct AttentionScratch {
-  std::vector<float> q_block;  // [block_rows, d], the block's queries times scaling
-  std::vector<float> logits;   // [block_rows, lk], softmaxed in place
+  std::vector<float> q_block;  // [block_rows, d] (+ alignment), the block's queries times scaling
+  std::vector<float> logits;   // [block_rows, lk] (+ alignment), softmaxed in place
 };
 
 // Query rows per block when the caller has no preference: the block's logits stay within ~256 KiB.
