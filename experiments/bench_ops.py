@@ -5,7 +5,9 @@
 top-k: spatten.ops.topk_indices (radix/quick-select + order-preserving filter) vs torch.topk followed by a sort
 of the indices (the same result in plain torch). progressive attention: the fused per-(batch, head) kernel vs
 plain softmax(scaling * Q K^T) V on float keys, and vs the pure-PyTorch reference chain (ops_ref) that computes
-the same quantized result. Timings interleave the contenders and take medians, so machine load hits both alike.
+the same quantized result. attention with importance: the fused kernel vs the torch chain it replaced in
+spatten.patch (bmm, masked_fill_, softmax, nan_to_num_, bmm, then token_importance on the probabilities), with a
+causal mask at the BERT (12x512x512) and GPT-2 prefill (12x992x992) shapes. Timings interleave the contenders and take medians, so machine load hits both alike.
 One thread by default: on a shared machine, multi-threaded runs measure the OpenMP barrier waiting for a
 descheduled thread more than the kernels (use --threads to change it).
 """
@@ -99,6 +101,41 @@ def bench_progressive(sizes: list[int], budget_s: float) -> list[str]:
     return lines
 
 
+def torch_chain_with_importance(q, k, v, mask, scaling, query_mask):
+    """What spatten.patch.core.attend did before the fused op: probabilities materialised, then summed."""
+    logits = (q.float() * scaling) @ k.float().transpose(-1, -2)
+    logits.masked_fill_(~mask, -float("inf"))
+    probs = torch.softmax(logits, dim=-1)
+    probs.nan_to_num_(nan=0.0)
+    return probs @ v.float(), ops.token_importance(probs, query_mask)
+
+
+ATTENTION_SHAPES = {"BERT": (12, 512), "GPT-2 prefill": (12, 992)}
+
+
+def bench_attention_importance(budget_s: float, quick: bool) -> list[str]:
+    lines = [
+        "| B, H, Lq = Lk | spatten fused (ms) | torch chain (ms) | speedup |",
+        "|---|---:|---:|---:|",
+    ]
+    gen = torch.Generator().manual_seed(2)
+    scaling = HEAD_DIM**-0.5
+    for label, (h, n) in ATTENTION_SHAPES.items():
+        n = min(n, 128) if quick else n
+        q, k, v = (torch.randn(1, h, n, HEAD_DIM, generator=gen) for _ in range(3))
+        mask = torch.ones(n, n, dtype=torch.bool).tril()[None, None]
+        query_mask = torch.ones(1, n, dtype=torch.bool)
+        ours, chain = median_seconds(
+            [
+                lambda: ops.attention_with_importance(q, k, v, mask, scaling, query_mask),
+                lambda: torch_chain_with_importance(q, k, v, mask, scaling, query_mask),
+            ],
+            budget_s,
+        )
+        lines.append(f"| 1, {h}, {n} ({label}) | {ours * 1e3:.2f} | {chain * 1e3:.2f} | {chain / ours:.2f}x |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two sizes and short budgets (smoke run)")
@@ -123,6 +160,10 @@ def main() -> None:
             f"**progressive attention** (D = {HEAD_DIM}, 6+4-bit per-head keys, threshold 0.1):",
             "",
             *bench_progressive(sizes, budget),
+            "",
+            f"**attention with importance** (D = {HEAD_DIM}, causal mask; fused op vs the torch chain it replaces):",
+            "",
+            *bench_attention_importance(budget, args.quick),
             "",
         ]
     )

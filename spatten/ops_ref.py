@@ -36,6 +36,19 @@ def _require_float_4d(name: str, op: str, t: torch.Tensor, layout: str) -> None:
         raise ValueError(f"spatten.{op}: {name} must be {layout}, got shape {list(t.shape)}")
 
 
+def _expand_attention_mask(op: str, mask: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """mask (bool, True = may attend) expanded to shape [B, H, Lq, Lk], or None."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        raise TypeError(f"spatten.{op}: mask must be bool (True = may attend), got {mask.dtype}")
+    try:
+        return mask.expand(*shape)
+    except RuntimeError:
+        raise ValueError(f"spatten.{op}: mask shape {list(mask.shape)} does not broadcast to "
+                         f"[B, H, Lq, Lk] = {list(shape)}") from None
+
+
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Reference for spatten.ops.topk_indices: stable sort by descending score, take k, sort positions."""
     _require_float("scores", "topk_indices", scores)
@@ -247,14 +260,7 @@ def progressive_attention(
     _check_scale_layout(op, "k_scale", k_scale, k_msb)
     if tuple(v.shape[:2]) != (b, h):
         raise ValueError(f"spatten.{op}: v must have shape [B, H, Lk, Dv] with B, H = {b}, {h}, got {list(v.shape)}")
-    if mask is not None:
-        if mask.dtype != torch.bool:
-            raise TypeError(f"spatten.{op}: mask must be bool (True = may attend), got {mask.dtype}")
-        try:
-            mask = mask.expand(b, h, lq, lk)
-        except RuntimeError:
-            raise ValueError(f"spatten.{op}: mask shape {list(mask.shape)} does not broadcast to "
-                             f"[B, H, Lq, Lk] = {[b, h, lq, lk]}") from None
+    mask = _expand_attention_mask(op, mask, (b, h, lq, lk))
     if threshold != threshold:
         raise ValueError(f"spatten.{op}: threshold is NaN")
     if not abs(scaling) < float("inf"):
@@ -307,14 +313,7 @@ def attention_with_importance(
                          f"and k, got {list(v.shape)}")
     if not abs(scaling) < float("inf"):
         raise ValueError(f"spatten.{op}: scaling must be finite, got {scaling}")
-    if mask is not None:
-        if mask.dtype != torch.bool:
-            raise TypeError(f"spatten.{op}: mask must be bool (True = may attend), got {mask.dtype}")
-        try:
-            mask = mask.expand(b, h, lq, lk)
-        except RuntimeError:
-            raise ValueError(f"spatten.{op}: mask shape {list(mask.shape)} does not broadcast to "
-                             f"[B, H, Lq, Lk] = {[b, h, lq, lk]}") from None
+    mask = _expand_attention_mask(op, mask, (b, h, lq, lk))
     if query_mask is not None:
         _require_bool_mask("query_mask", op, query_mask, (b, lq))
     logits = scaling * (q.float() @ k.float().transpose(-1, -2))

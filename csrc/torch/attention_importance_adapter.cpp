@@ -28,14 +28,7 @@ std::tuple<at::Tensor, at::Tensor> attention_with_importance_cpu(const at::Tenso
                     v.sizes());
   TORCH_CHECK_VALUE(std::isfinite(scaling), op, ": scaling must be finite, got ", scaling);
 
-  at::Tensor mask_view;
-  if (mask.has_value()) {
-    check_dtype(op, "mask", *mask, at::kBool);
-    check_cpu(op, "mask", *mask);
-    TORCH_CHECK_VALUE(broadcasts_to(mask->sizes(), {b, h, lq, lk}), op, ": mask of shape ", mask->sizes(),
-                      " does not broadcast to [B, H, Lq, Lk] = ", at::IntArrayRef({b, h, lq, lk}));
-    mask_view = mask->expand({b, h, lq, lk});  // a strided view: broadcast dims have stride 0, nothing is copied
-  }
+  const at::Tensor mask_view = checked_attention_mask(op, mask, {b, h, lq, lk});
   at::Tensor query_mask_c;
   if (query_mask.has_value()) query_mask_c = checked_mask(op, "query_mask", *query_mask, {b, lq});
 

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,17 @@ inline bool broadcasts_to(at::IntArrayRef have, at::IntArrayRef want) {
   for (size_t i = 0; i < have.size(); ++i)
     if (have[i] != 1 && have[i] != want[offset + i]) return false;
   return true;
+}
+
+// An optional attention mask: bool, CPU, broadcastable to [B, H, Lq, Lk] = want. Returned as the expanded strided
+// view (broadcast dims have stride 0, nothing is copied), or undefined without a mask.
+inline at::Tensor checked_attention_mask(const char* op, const std::optional<at::Tensor>& mask, at::IntArrayRef want) {
+  if (!mask.has_value()) return {};
+  check_dtype(op, "mask", *mask, at::kBool);
+  check_cpu(op, "mask", *mask);
+  TORCH_CHECK_VALUE(broadcasts_to(mask->sizes(), want), op, ": mask of shape ", mask->sizes(),
+                    " does not broadcast to [B, H, Lq, Lk] = ", want);
+  return mask->expand(want);
 }
 
 // Bits of the LSB part of an MSB/LSB pair (msb_bits >= 1 and b <= 16 leave at most 15).

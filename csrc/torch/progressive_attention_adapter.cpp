@@ -31,14 +31,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> progressive_attention_cpu(
   int64_t scale_rows = 1;
   const at::Tensor scale_c = checked_scale(op, "k_scale", k_scale, k_msb, &scale_rows);
 
-  at::Tensor mask_view;
-  if (mask.has_value()) {
-    check_dtype(op, "mask", *mask, at::kBool);
-    check_cpu(op, "mask", *mask);
-    TORCH_CHECK_VALUE(broadcasts_to(mask->sizes(), {b, h, lq, lk}), op, ": mask of shape ", mask->sizes(),
-                      " does not broadcast to [B, H, Lq, Lk] = ", at::IntArrayRef({b, h, lq, lk}));
-    mask_view = mask->expand({b, h, lq, lk});  // a strided view: broadcast dims have stride 0, nothing is copied
-  }
+  const at::Tensor mask_view = checked_attention_mask(op, mask, {b, h, lq, lk});
 
   const at::Tensor qf = as_contiguous_float(q);
   const at::Tensor vf = as_contiguous_float(v);
