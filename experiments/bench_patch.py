@@ -9,6 +9,7 @@ GPT-2-small-sized random decoder, 992-token prompt + 32 generated tokens: KV kee
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -18,21 +19,26 @@ from spatten.config import SpAttenConfig
 from spatten.testing import random_batch, tiny_model
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def interleaved_medians(model, variants: dict, fn, rounds: int) -> dict:
+    """Median seconds of fn for each variant (None = unpatched, else a SpAttenConfig), alternating the variants
+    round by round so that machine load hits them alike."""
+    times = {name: [] for name in variants}
+    for round_index in range(rounds + 1):  # round 0 warms every variant up and is not counted
+        for name, cfg in variants.items():
+            handle = spatten.patch(model, cfg) if cfg is not None else None
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            if handle is not None:
+                handle.remove()
+            if round_index:
+                times[name].append(elapsed)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def timed(model, cfg, fn, repeats):
-    if cfg is None:
-        return best_time(fn, repeats)
-    with spatten.patch(model, cfg):
-        return best_time(fn, repeats)
+def rows_for(workload: str, medians: dict) -> list[tuple]:
+    base = medians["unpatched (sdpa)"]
+    return [(workload if i == 0 else "", name, t, base / t) for i, (name, t) in enumerate(medians.items())]
 
 
 def bench_bert(repeats: int, batch: int) -> list[tuple]:
@@ -44,12 +50,9 @@ def bench_bert(repeats: int, batch: int) -> list[tuple]:
         with torch.no_grad():
             model(input_ids=ids, attention_mask=mask)
 
-    base = timed(model, None, run, repeats)
-    rows = [("BERT-base, seq 512, batch %d" % batch, "unpatched (sdpa)", base, 1.0)]
-    for name, cfg in [("keep 1.0", SpAttenConfig()), ("token keep 0.5", SpAttenConfig(token_keep=0.5))]:
-        t = timed(model, cfg, run, repeats)
-        rows.append(("", f"patched, {name}", t, base / t))
-    return rows
+    variants = {"unpatched (sdpa)": None, "patched, keep 1.0": SpAttenConfig(),
+                "patched, token keep 0.5": SpAttenConfig(token_keep=0.5)}
+    return rows_for(f"BERT-base, seq 512, batch {batch}", interleaved_medians(model, variants, run, repeats))
 
 
 def bench_gpt2(repeats: int, batch: int, new_tokens: int = 32, prompt: int = 992) -> list[tuple]:
@@ -62,22 +65,20 @@ def bench_gpt2(repeats: int, batch: int, new_tokens: int = 32, prompt: int = 992
             model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                            pad_token_id=0)
 
-    base = timed(model, None, run, repeats)
-    rows = [(f"GPT-2 small, {prompt} + {new_tokens} tokens, batch {batch}", "unpatched (sdpa)", base, 1.0)]
-    for name, cfg in [("keep 1.0", SpAttenConfig()), ("KV keep 0.3", SpAttenConfig(token_keep=0.3))]:
-        t = timed(model, cfg, run, repeats)
-        rows.append(("", f"patched, {name}", t, base / t))
-    return rows
+    variants = {"unpatched (sdpa)": None, "patched, keep 1.0": SpAttenConfig(),
+                "patched, KV keep 0.3": SpAttenConfig(token_keep=0.3)}
+    return rows_for(f"GPT-2 small, {prompt} + {new_tokens} tokens, batch {batch}",
+                    interleaved_medians(model, variants, run, repeats))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians reported)")
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = bench_bert(args.repeats, args.batch) + bench_gpt2(args.repeats, args.batch)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; best of {args.repeats}\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats} interleaved rounds\n")
     print("| workload | model | seconds | speed-up vs unpatched |")
     print("|---|---|---:|---:|")
     for workload, name, seconds, ratio in rows:
