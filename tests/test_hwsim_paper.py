@@ -1,5 +1,5 @@
 """Paper targets (HPCA 2021) that the simulator reproduces within 15 %, and the ones it does not, pinned to
-their documented direction (docs/readme/hwsim.md explains each)."""
+their documented direction (README.md, "The accelerator simulator" explains each)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_gpt2_small_dram_reduction_within_15_percent_of_10x(workloads_dir):
 def test_gpt2_throughput_and_power(workloads_dir):
     # The small trace used to land within 15 % of 0.43 TFLOP/s only because its rows serialized on the top-k
     # engine (a modelling error, fixed); with the pipelined engine it runs ~1.3x faster than the paper's RTL
-    # number, which came from a latency-only dummy top-k that still serializes rows (docs/readme/hwsim.md).
+    # number, which came from a latency-only dummy top-k that still serializes rows (README.md, "The accelerator simulator").
     small = hwsim.simulate(workloads_dir / paper.OFFICIAL_PRUNED["gpt2-small"], dense_baseline=False)
     assert small.power_watts == pytest.approx(paper.PAPER["power_w"], rel=0.15)
     assert paper.PAPER["gpt2_tflops"] < small.flops_per_second / 1e12 < 0.7
