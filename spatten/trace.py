@@ -173,6 +173,11 @@ class Trace:
         frame = pd.DataFrame.from_records(records, columns=list(COLUMN_NAMES))
         return cls(_typed(frame), meta)
 
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> Trace:
+        """Build from one array per column (trusted rows, e.g. recorded by the patcher), typed as the schema says."""
+        return cls(_typed(pd.DataFrame({name: columns[name] for name in COLUMN_NAMES})), meta)
+
     def __len__(self) -> int:
         return len(self.rows)
 

@@ -404,13 +404,9 @@ Built build_requests(const Trace& trace, const HwConfig& cfg) {
   size_t i = 0;
   while (i < trace.rows.size()) {
     const TraceRow& first = trace.rows[i];
-    size_t j = i;
+    const size_t j = layer_group_end(trace.rows, i);
     uint64_t heads = 0;
-    while (j < trace.rows.size() && trace.rows[j].stage == first.stage && trace.rows[j].step == first.step &&
-           trace.rows[j].layer == first.layer) {
-      heads = std::max<uint64_t>(heads, trace.rows[j].head + 1);
-      ++j;
-    }
+    for (size_t k = i; k < j; ++k) heads = std::max<uint64_t>(heads, trace.rows[k].head + 1);
     const uint32_t group = uint32_t(b.group_layer.size());
     b.group_layer.push_back(first.layer);
     const size_t group_start = b.requests.size();

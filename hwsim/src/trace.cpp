@@ -318,6 +318,15 @@ uint32_t heads_from_meta(const std::string& meta) {
 }
 }  // namespace
 
+size_t layer_group_end(const std::vector<TraceRow>& rows, size_t begin) {
+  const TraceRow& first = rows[begin];
+  size_t end = begin;
+  while (end < rows.size() && rows[end].stage == first.stage && rows[end].step == first.step &&
+         rows[end].layer == first.layer)
+    ++end;
+  return end;
+}
+
 Trace make_dense(const Trace& trace, uint32_t heads_hint) {
   uint32_t heads = heads_hint ? heads_hint : heads_from_meta(trace.meta_json);
   if (!heads)
@@ -329,13 +338,9 @@ Trace make_dense(const Trace& trace, uint32_t heads_hint) {
   size_t i = 0;
   while (i < trace.rows.size()) {
     const TraceRow& t = trace.rows[i];
-    size_t j = i;
+    const size_t j = layer_group_end(trace.rows, i);
     uint64_t kv_len = 0;
-    while (j < trace.rows.size() && trace.rows[j].stage == t.stage && trace.rows[j].step == t.step &&
-           trace.rows[j].layer == t.layer) {
-      kv_len = std::max(kv_len, trace.rows[j].kv_len);
-      ++j;
-    }
+    for (size_t k = i; k < j; ++k) kv_len = std::max(kv_len, trace.rows[k].kv_len);
     for (uint32_t h = 0; h < heads; ++h) {
       TraceRow r = t;
       r.head = h;

@@ -46,6 +46,9 @@ void validate_trace(const Trace& trace);
 Trace read_trace_file(const std::string& path);
 Trace parse_trace_text(const std::string& text, const std::string& source);
 
+// End (exclusive) of the run of rows starting at `begin` that share its (stage, step, layer): one layer's work.
+size_t layer_group_end(const std::vector<TraceRow>& rows, size_t begin);
+
 // The same trace run unpruned: every (stage, step, layer) group gets all heads (meta "heads" if present,
 // else the largest head id + 1), keys = values = kv_len (summarize: query_rows = kv_len too), all bits -1,
 // no refetch, no importance, no top-k.

@@ -75,9 +75,8 @@ class TraceRecorder:
     def trace(self) -> Trace:
         if not self._blocks:
             return Trace(meta=self.meta)
-        dtypes = {int: "int64", float: "float64", bool: "bool", str: "object"}
-        frame = pd.DataFrame({c.name: np.concatenate([block[c.name] for block in self._blocks]) for c in COLUMNS})
-        return Trace(frame.astype({c.name: dtypes[c.kind] for c in COLUMNS}), self.meta)
+        columns = {c.name: np.concatenate([block[c.name] for block in self._blocks]) for c in COLUMNS}
+        return Trace.from_columns(columns, self.meta)
 
     def _rows(self, records: list[LayerRecord]) -> dict[str, np.ndarray]:
         """The trace columns of one forward, each a flat array in (batch, layer, head) order."""
