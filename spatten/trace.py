@@ -1,12 +1,14 @@
-"""The trace: what a (pruned) model did, one row per (stage, step, layer, head).
+"""The trace: what a (pruned) model did, one row per (sequence, stage, step, layer, head).
 
 It is the only contract between the model side (`spatten.patch`) and the simulator (`spatten.hwsim`).
 Two file formats:
 
 - native (`Trace.save` / `Trace.load`), versioned:
-      # spatten-trace v1
+      # spatten-trace v2
       # meta {"family": "gpt2", "layers": 12, ...}        <- one line of JSON
-      stage,step,layer,head,...                          <- header, then one CSV row per head
+      stage,step,layer,head,...,sequence                 <- header, then one CSV row per head
+  v2 added the `sequence` column (which sequence of a batch a row belongs to); v1 files (no such column, every
+  row is sequence 0) are still read.
 - the official SpAtten workload CSV (`Trace.from_official_csv` / `Trace.to_official_csv`), lossless for the
   columns that format has (it only describes generation, one query row per head, kept heads only).
 """
@@ -27,7 +29,7 @@ import pandas as pd
 
 from spatten.atomic import atomic_write_text
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MAGIC = "# spatten-trace v"
 
 STAGES = ("summarize", "generate")
@@ -62,8 +64,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("rescale_importance", bool, "the accumulated importance is rescaled after this head"),
     Column("topk_kind", str, "cascade top-k run after this head: none, token or head"),
     Column("topk_k", int, "entries kept by that top-k (-1 when none)"),
+    Column("sequence", int, "which sequence of a batch (v2; sequences are independent, 0 when there is one)"),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+# The v1 columns: all but `sequence` (which defaults to 0 wherever it is absent).
+V1_COLUMN_NAMES: tuple[str, ...] = COLUMN_NAMES[:-1]
 _COLUMN_BY_NAME = {c.name: c for c in COLUMNS}
 
 # Official workload CSV columns, in file order, and the trace column each one maps to.
@@ -126,8 +131,8 @@ def _validate_row(row: Mapping[str, Any]) -> None:
     if row["topk_kind"] not in TOPK_KINDS:
         raise ValueError(f"topk_kind must be one of {TOPK_KINDS}, got {row['topk_kind']!r}")
     for name in ("step", "layer", "head", "d_head", "query_rows", "kv_len", "keys_fetched", "values_fetched",
-                 "lsb_refetch_rows"):
-        if not 0 <= row[name] <= _MAX_DIM:
+                 "lsb_refetch_rows", "sequence"):
+        if not 0 <= row.get(name, 0) <= _MAX_DIM:
             raise ValueError(f"{name} = {row[name]} is outside [0, {_MAX_DIM}]")
     if row["d_head"] == 0:
         raise ValueError("d_head must be positive")
@@ -151,6 +156,8 @@ class Trace:
     def __init__(self, rows: pd.DataFrame | None = None, meta: Mapping[str, Any] | None = None):
         if rows is None:
             rows = pd.DataFrame({c.name: pd.Series(dtype=_pandas_dtype(c.kind)) for c in COLUMNS})
+        if "sequence" not in rows.columns:
+            rows = rows.assign(sequence=np.zeros(len(rows), dtype=np.int64))
         missing = [n for n in COLUMN_NAMES if n not in rows.columns]
         if missing:
             raise TraceFormatError(f"trace rows lack columns {missing}")
@@ -160,8 +167,8 @@ class Trace:
     # ---- construction --------------------------------------------------------------------------------
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]], meta: Mapping[str, Any] | None = None) -> Trace:
-        """Build from dicts with every column; each row is range-checked."""
-        records = list(records)
+        """Build from dicts with every column (`sequence` may be left out: 0); each row is range-checked."""
+        records = [rec if "sequence" in rec else {**rec, "sequence": 0} for rec in records]
         for i, rec in enumerate(records):
             missing = [n for n in COLUMN_NAMES if n not in rec]
             if missing:
@@ -175,8 +182,14 @@ class Trace:
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> Trace:
-        """Build from one array per column (trusted rows, e.g. recorded by the patcher), typed as the schema says."""
-        return cls(_typed(pd.DataFrame({name: columns[name] for name in COLUMN_NAMES})), meta)
+        """Build from one array per column (trusted rows, e.g. recorded by the patcher), typed as the schema says.
+
+        `sequence` may be absent (every row is sequence 0).
+        """
+        frame = pd.DataFrame({name: columns[name] for name in COLUMN_NAMES if name in columns})
+        if "sequence" not in frame.columns:
+            frame["sequence"] = 0
+        return cls(_typed(frame), meta)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -220,8 +233,11 @@ class Trace:
         if not lines or not lines[0].startswith(_MAGIC):
             raise TraceFormatError(f"{path}:1: not a spatten trace (expected '{_MAGIC}{FORMAT_VERSION}')")
         version = lines[0][len(_MAGIC):].strip()
-        if version != str(FORMAT_VERSION):
-            raise TraceFormatError(f"{path}:1: trace format version {version!r}; this spatten reads {FORMAT_VERSION}")
+        columns_of = {"1": V1_COLUMN_NAMES, str(FORMAT_VERSION): COLUMN_NAMES}
+        if version not in columns_of:
+            raise TraceFormatError(f"{path}:1: trace format version {version!r}; this spatten reads "
+                                   f"{' and '.join(sorted(columns_of))}")
+        expected_header = columns_of[version]
         if len(lines) < 3 or not lines[1].startswith("# meta "):
             raise TraceFormatError(f"{path}:2: expected '# meta {{...}}'")
         try:
@@ -229,15 +245,15 @@ class Trace:
         except json.JSONDecodeError as err:
             raise TraceFormatError(f"{path}:2: metadata is not valid JSON ({err})") from None
         header = lines[2].split(",")
-        if tuple(header) != COLUMN_NAMES:
-            raise TraceFormatError(f"{path}:3: header {header} differs from the v{FORMAT_VERSION} columns "
-                                   f"{list(COLUMN_NAMES)}")
+        if tuple(header) != expected_header:
+            raise TraceFormatError(f"{path}:3: header {header} differs from the v{version} columns "
+                                   f"{list(expected_header)}")
         records = []
         for lineno, fields in enumerate(csv.reader(lines[3:]), start=4):
             if not fields:
                 continue
             records.append(_parse_fields(path, lineno, dict(zip(header, fields)), len(fields), len(header)))
-        return cls(_typed(pd.DataFrame.from_records(records, columns=list(COLUMN_NAMES))), meta)
+        return cls(_typed(pd.DataFrame.from_records(records, columns=list(expected_header))), meta)
 
     # ---- official SpAtten workload CSV ---------------------------------------------------------------
     @classmethod
@@ -272,7 +288,7 @@ class Trace:
                 raw["topk_kind"] = "token" if _parse_bool(raw["topk_kind"]) else "none"
             except ValueError as err:
                 raise TraceFormatError(f"{path}:{lineno}: {err}") from None
-            raw.update(stage="generate", head_kept="True", query_rows="1")
+            raw.update(stage="generate", head_kept="True", query_rows="1", sequence="0")
             records.append(_parse_fields(path, lineno, raw, len(COLUMN_NAMES), len(COLUMN_NAMES), _OFFICIAL_NAME_OF))
         if not records:
             raise TraceFormatError(f"{path}: no data rows")
@@ -292,6 +308,9 @@ class Trace:
             raise TraceFormatError("the official CSV has one query row per head; this trace has more")
         if (kept["topk_kind"] == "head").any():
             raise TraceFormatError("the official CSV cannot express head top-k events")
+        if (kept["sequence"] != 0).any():
+            raise TraceFormatError("the official CSV describes one sequence; this trace is a batch "
+                                   "(save it with Trace.save instead)")
         buf = io.StringIO()
         buf.write(",".join(name for name, _ in OFFICIAL_COLUMNS) + "\n")
         for rec in kept.itertuples(index=False):
@@ -318,7 +337,7 @@ def _pandas_dtype(kind: type) -> str:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype({c.name: _pandas_dtype(c.kind) for c in COLUMNS})
+    return frame.astype({c.name: _pandas_dtype(c.kind) for c in COLUMNS if c.name in frame.columns})
 
 
 def _format_value(value: Any) -> str:

@@ -65,7 +65,31 @@ def test_malformed_official_csv_names_the_line(workloads_dir, tmp_path, mutate, 
 
 def test_native_format_rejects_other_versions(tmp_path):
     path = Trace.from_records([_row()]).save(tmp_path / "t.trace")
-    path.write_text(path.read_text().replace("v1", "v9", 1))
+    path.write_text(path.read_text().replace("v2", "v9", 1))
     with pytest.raises(TraceFormatError, match="version"):
         Trace.load(path)
-    assert len(COLUMN_NAMES) == 20
+    assert len(COLUMN_NAMES) == 21 and COLUMN_NAMES[-1] == "sequence"
+
+
+def test_v1_files_still_read_as_one_sequence(tmp_path):
+    batch = Trace.from_records([_row(sequence=s, head=h) for s in range(2) for h in range(2)])
+    path = batch.save(tmp_path / "t.trace")
+    assert path.read_text().startswith("# spatten-trace v2\n")
+    assert Trace.load(path) == batch
+    # The same rows written by a v1 writer: no sequence column; every row reads as sequence 0.
+    lines = path.read_text().splitlines()
+    v1 = [lines[0].replace("v2", "v1"), lines[1]] + [line.rsplit(",", 1)[0] for line in lines[2:]]
+    (tmp_path / "v1.trace").write_text("\n".join(v1) + "\n")
+    old = Trace.load(tmp_path / "v1.trace")
+    assert old.rows["sequence"].tolist() == [0, 0, 0, 0]
+    assert old.rows.drop(columns="sequence").equals(batch.rows.drop(columns="sequence"))
+    # A v1 header that carries the v2 column (or the reverse) is refused.
+    (tmp_path / "mixed.trace").write_text("\n".join([lines[0].replace("v2", "v1")] + lines[1:]) + "\n")
+    with pytest.raises(TraceFormatError, match="header"):
+        Trace.load(tmp_path / "mixed.trace")
+
+
+def test_a_batch_cannot_be_written_as_an_official_csv(tmp_path):
+    batch = Trace.from_records([_row(sequence=s) for s in range(2)])
+    with pytest.raises(TraceFormatError, match="batch"):
+        batch.to_official_csv(tmp_path / "b.csv")

@@ -36,6 +36,10 @@ Trace trace_from_columns(const py::dict& cols, size_t n, const std::string& meta
   const auto stage = column<int64_t>(cols, "stage", n);
   const auto topk_kind = column<int64_t>(cols, "topk_kind", n);
   const auto threshold = column<double>(cols, "threshold", n);
+  // Trace v2: which sequence of a batch each row belongs to (absent: one sequence).
+  const bool has_sequence = cols.contains("sequence");
+  py::array_t<int64_t, py::array::c_style | py::array::forcecast> sequence;
+  if (has_sequence) sequence = column<int64_t>(cols, "sequence", n);
   const char* ints[] = {"step", "layer", "head", "d_head", "query_rows", "kv_len", "keys_fetched", "values_fetched",
                         "k_msb_bits", "k_lsb_bits", "q_bits", "v_bits", "lsb_refetch_rows", "topk_k"};
   std::vector<py::array_t<int64_t, py::array::c_style | py::array::forcecast>> iv;
@@ -59,6 +63,12 @@ Trace trace_from_columns(const py::dict& cols, size_t n, const std::string& meta
       return int32_t(v);
     };
     TraceRow& r = t.rows[i];
+    if (has_sequence) {
+      const int64_t v = sequence.at(i);
+      if (v < 0 || uint64_t(v) > kMaxDim) throw TraceError(where + ": sequence = " + std::to_string(v) + " is outside [0, " +
+                                                           std::to_string(kMaxDim) + "]");
+      r.sequence = uint32_t(v);
+    }
     const int64_t s = stage.at(i), k = topk_kind.at(i);
     if (s != 0 && s != 1) throw TraceError(where + ": stage code must be 0 (summarize) or 1 (generate)");
     if (k < 0 || k > 2) throw TraceError(where + ": topk_kind code must be 0, 1 or 2");

@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <climits>
+#include <cstdint>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "errors.h"
@@ -84,13 +87,45 @@ YAML::Node resolve(const std::string& path, const std::vector<std::string>& dirs
   return node;
 }
 
+// Edit distance, for "did you mean" hints.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// Top-level fields that are not parameter sections.
+const std::set<std::string> kPresetFields = {"name", "base", "description", "dense"};
+
 // Reads a required parameter; the error names the preset, the parameter and the component that needs it.
+// Remembers every parameter it was asked for, so `reject_unknown` can name any key nothing reads (a typo in a
+// preset or an override would otherwise be silently ignored and the run would report the unmodified preset).
 class Reader {
  public:
   Reader(const YAML::Node& root, std::string preset) : root_(root), preset_(std::move(preset)) {}
 
+  void reject_unknown() const {
+    for (const auto& sec : root_) {
+      const std::string section = sec.first.as<std::string>();
+      if (kPresetFields.count(section)) continue;
+      if (!known_.count(section)) unknown(section, section_names());
+      if (!sec.second.IsMap()) throw ConfigError("preset '" + preset_ + "': section " + section + " is not a mapping");
+      for (const auto& kv : sec.second) {
+        const std::string key = section + "." + kv.first.as<std::string>();
+        if (!known_.at(section).count(kv.first.as<std::string>())) unknown(key, parameter_names());
+      }
+    }
+  }
+
   template <class T>
   T need(const std::string& section, const std::string& key, const std::string& component) const {
+    known_[section].insert(key);
     const YAML::Node sec = root_[section];
     if (!sec || !sec[key])
       throw ConfigError("preset '" + preset_ + "': parameter " + section + "." + key + " is missing (needed by " +
@@ -117,8 +152,31 @@ class Reader {
   }
 
  private:
+  std::vector<std::string> section_names() const {
+    std::vector<std::string> out;
+    for (const auto& kv : known_) out.push_back(kv.first);
+    return out;
+  }
+  std::vector<std::string> parameter_names() const {
+    std::vector<std::string> out;
+    for (const auto& kv : known_)
+      for (const auto& key : kv.second) out.push_back(kv.first + "." + key);
+    return out;
+  }
+  [[noreturn]] void unknown(const std::string& name, const std::vector<std::string>& valid) const {
+    std::string best;
+    size_t best_d = SIZE_MAX;
+    for (const auto& v : valid) {
+      const size_t d = edit_distance(name, v);
+      if (d < best_d) best_d = d, best = v;
+    }
+    throw ConfigError("preset '" + preset_ + "': unknown parameter " + name +
+                      (best.empty() ? std::string() : " (did you mean " + best + "?)"));
+  }
+
   const YAML::Node& root_;
   std::string preset_;
+  mutable std::map<std::string, std::set<std::string>> known_;
 };
 
 HwConfig build(const YAML::Node& root, const std::string& path) {
@@ -144,6 +202,7 @@ HwConfig build(const YAML::Node& root, const std::string& path) {
   c.softmax_latency = r.positive("hardware", "softmax_latency", "softmax");
   c.crossbar_latency = r.positive("hardware", "crossbar_latency", "crossbar");
   c.importance_lanes = r.positive("hardware", "importance_lanes", "importance-accumulator");
+  c.gqa_shared_kv = r.need<bool>("hardware", "gqa_shared_kv", "request-scheduler");
 
   auto& d = c.dram;
   d.channels = r.positive("dram", "channels", "hbm2-channel");
@@ -194,6 +253,7 @@ HwConfig build(const YAML::Node& root, const std::string& path) {
   e.dram_precharge_standby_mw = r.nonneg("power_mw", "dram_precharge_standby_per_channel", en);
   e.leakage_logic_mw = r.nonneg("power_mw", "leakage_logic", en);
   e.leakage_sram_mw = r.nonneg("power_mw", "leakage_sram", en);
+  r.reject_unknown();
   return c;
 }
 
@@ -222,7 +282,6 @@ YAML::Node with_overrides(const YAML::Node& node, const std::string& overrides) 
   for (const auto& kv : extra) {
     const std::string key = kv.first.as<std::string>();
     if (key == "name" || key == "base") throw ConfigError("preset overrides cannot change `" + key + "`");
-    if (!node[key]) throw ConfigError("preset overrides name an unknown section `" + key + "`");
   }
   return merge(node, extra);
 }

@@ -56,6 +56,9 @@ struct HwConfig {
   bool topk_pipelined = true;
   uint32_t qk_latency, pv_latency, softmax_latency, crossbar_latency;
   uint32_t importance_lanes;       // importance additions per cycle
+  // GQA (not in SpAtten, which predates it): query heads that share a K/V head form one request, so their
+  // K/V are fetched once (trace meta heads / kv_heads). false: every query head fetches its own copy.
+  bool gqa_shared_kv = true;
   DramConfig dram;
   EnergyTable energy;
 

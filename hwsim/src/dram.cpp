@@ -213,7 +213,7 @@ void HbmChannel::serve(const Run& run, Cycle arrival) {
       // the j-th address of this pseudo-channel crosses the crossbar at one address per cycle per channel
       const int64_t t_rd = std::max({t, b.col_ready, int64_t(arrival) + int64_t(j) * npc + pc,
                                      p.last_read + std::max<int64_t>(ccd, burst)});
-      log(DramCommand::kRead, t_rd, pc, run.bank, run.row);
+      log(run.write ? DramCommand::kWrite : DramCommand::kRead, t_rd, pc, run.bank, run.row);
       p.last_read = t_rd;
       p.last_read_group = group;
       b.last_read = t_rd;
@@ -223,7 +223,7 @@ void HbmChannel::serve(const Run& run, Cycle arrival) {
     }
     last_issue = std::max(last_issue, p.last_read);
     stats_.transactions += n;
-    stats_.bytes_read += uint64_t(n) * cfg_.transaction_bytes;
+    (run.write ? stats_.bytes_written : stats_.bytes_read) += uint64_t(n) * cfg_.transaction_bytes;
     stats_.data_bus_cycles += double(n) * burst / npc;
   }
   // Look ahead by one row activation so the next run's ACT overlaps this run's reads.

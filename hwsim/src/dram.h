@@ -22,6 +22,7 @@ struct Run {
   uint32_t bank = 0;  // bank_group * banks_per_group + bank
   uint64_t row = 0;
   std::array<uint32_t, kMaxPseudoChannels> count{};  // transactions per pseudo-channel
+  bool write = false;  // a write (attention output, KV append): same column timing, counted as written
   uint32_t total() const { return count[0] + count[1]; }
 };
 
@@ -62,7 +63,7 @@ void append_runs(const AddressMap& map, const Gather& g, uint32_t transaction_by
                  std::vector<std::vector<Run>>& per_channel);
 
 struct DramCommand {
-  enum Type : uint8_t { kActivate, kPrecharge, kRead, kRefresh } type;
+  enum Type : uint8_t { kActivate, kPrecharge, kRead, kRefresh, kWrite } type;
   Cycle time;
   uint8_t pc;
   uint16_t bank;
@@ -70,7 +71,7 @@ struct DramCommand {
 };
 
 struct ChannelStats {
-  uint64_t bytes_read = 0, transactions = 0, row_hits = 0, row_misses = 0, row_conflicts = 0, activates = 0, refreshes = 0;
+  uint64_t bytes_read = 0, bytes_written = 0, transactions = 0, row_hits = 0, row_misses = 0, row_conflicts = 0, activates = 0, refreshes = 0;
   double data_bus_cycles = 0;  // averaged over the pseudo-channels (busy fraction = this / cycles)
   double active_standby_cycles = 0;
 };

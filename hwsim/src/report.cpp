@@ -60,6 +60,7 @@ void write_report(Json& j, const Report& r) {
   j.field("dram_bytes", r.dram_bytes());
   j.field("dram_bytes_read", r.dram_bytes_read);
   j.field("dram_bytes_written", r.dram_bytes_written);
+  j.field("dram_bytes_refetched", r.dram_bytes_refetched);
   j.field("dram_bandwidth_utilization",
           r.seconds > 0 ? double(r.dram_bytes_read) / r.seconds / r.peak_dram_bytes_per_second : 0.0);
   j.field("row_hits", r.row_hits());
@@ -84,6 +85,7 @@ void write_report(Json& j, const Report& r) {
   for (const auto& c : r.channels) {
     j.open();
     j.field("bytes_read", c.bytes_read);
+    j.field("bytes_written", c.bytes_written);
     j.field("transactions", c.transactions);
     j.field("row_hits", c.row_hits);
     j.field("row_misses", c.row_misses);
@@ -106,6 +108,17 @@ void write_report(Json& j, const Report& r) {
     j.field("lsb_refetch_rows", l.lsb_refetch_rows);
     j.field("dram_bytes_read", l.dram_bytes_read);
     j.field("macs", l.macs);
+    j.close();
+  }
+  j.close_array();
+  j.key("sequences");
+  j.open_array();
+  for (const auto& q : r.sequences) {
+    j.open();
+    j.field("sequence", uint64_t(q.sequence));
+    j.field("cycles", q.cycles);
+    j.field("requests", q.requests);
+    j.field("dram_bytes_read", q.dram_bytes_read);
     j.close();
   }
   j.close_array();

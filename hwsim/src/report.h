@@ -20,6 +20,12 @@ struct LayerStats {
   double macs = 0;
 };
 
+struct SequenceStats {  // one sequence of a batch (trace v2 `sequence`)
+  uint32_t sequence = 0;
+  uint64_t cycles = 0;  // when its last layer finished
+  uint64_t requests = 0, dram_bytes_read = 0;
+};
+
 struct EnergyBreakdown {  // joules
   std::map<std::string, double> parts;
   double total() const {
@@ -37,10 +43,12 @@ struct Report {
   double seconds = 0;
   uint64_t requests = 0, events = 0;
   uint64_t dram_bytes_read = 0, dram_bytes_written = 0;
+  uint64_t dram_bytes_refetched = 0;  // part of the bytes read: K/V streamed again because they exceed the buffers
   double macs = 0, useful_macs = 0, flops = 0, flops_per_second = 0;
   double peak_dram_bytes_per_second = 0, peak_macs_per_second = 0;
   std::vector<ChannelStats> channels;
   std::vector<LayerStats> layers;
+  std::vector<SequenceStats> sequences;
   std::map<std::string, double> busy_fraction;
   EnergyBreakdown energy;
   double energy_joules = 0, power_watts = 0;

@@ -118,6 +118,8 @@ TraceRow row_from_fields(const std::map<std::string, std::string>& f, const std:
     return name;
   };
   TraceRow r{};
+  const auto seq = f.find("sequence");
+  r.sequence = seq == f.end() ? 0 : uint32_t(parse_count(seq->second, where, col("sequence")));
   const std::string stage = trim(f.at("stage"));
   if (stage == "summarize") r.stage = Stage::kSummarize;
   else if (stage == "generate") r.stage = Stage::kGenerate;
@@ -217,7 +219,8 @@ Trace parse_official(const std::vector<std::string>& lines, const std::string& s
 Trace parse_native(const std::vector<std::string>& lines, const std::string& source) {
   const std::string magic = "# spatten-trace v";
   const std::string version = trim(lines[0].substr(magic.size()));
-  if (version != "1") throw TraceError(source + ":1: trace format version '" + version + "'; this simulator reads 1");
+  if (version != "1" && version != "2")
+    throw TraceError(source + ":1: trace format version '" + version + "'; this simulator reads 1 and 2");
   if (lines.size() < 3 || lines[1].rfind("# meta ", 0) != 0) throw TraceError(source + ":2: expected '# meta {...}'");
   Trace trace;
   trace.source = source;
@@ -228,6 +231,9 @@ Trace parse_native(const std::vector<std::string>& lines, const std::string& sou
   for (const auto& c : kNativeColumns)
     if (std::find(header.begin(), header.end(), c) == header.end())
       throw TraceError(source + ":3: header lacks column " + c);
+  const bool has_sequence = std::find(header.begin(), header.end(), "sequence") != header.end();
+  if (version == "2" && !has_sequence) throw TraceError(source + ":3: a v2 header needs the column sequence");
+  if (version == "1" && has_sequence) throw TraceError(source + ":3: column sequence is v2; the file says v1");
   for (size_t i = 3; i < lines.size(); ++i) {
     const std::string where = source + ":" + std::to_string(i + 1);
     if (blank(lines[i])) continue;
@@ -249,7 +255,7 @@ const char* stage_name(Stage s) { return s == Stage::kSummarize ? "summarize" : 
 
 void validate_row(const TraceRow& r, const std::string& where) {
   auto bad = [&](const std::string& msg) { throw TraceError(where + ": " + msg); };
-  for (auto [name, v] : {std::pair<const char*, uint64_t>{"step", r.step}, {"layer", r.layer}, {"head", r.head},
+  for (auto [name, v] : {std::pair<const char*, uint64_t>{"sequence", r.sequence}, {"step", r.step}, {"layer", r.layer}, {"head", r.head},
                          {"d_head", r.d_head}, {"query_rows", r.query_rows}, {"kv_len", r.kv_len},
                          {"keys_fetched", r.keys_fetched}, {"values_fetched", r.values_fetched},
                          {"lsb_refetch_rows", r.lsb_refetch_rows}})
@@ -306,9 +312,9 @@ Trace read_trace_file(const std::string& path) {
 }
 
 namespace {
-uint32_t heads_from_meta(const std::string& meta) {
-  // Tiny scan for "heads": N in the meta JSON (no JSON library needed for one integer).
-  const auto pos = meta.find("\"heads\"");
+uint32_t int_from_meta(const std::string& meta, const std::string& key) {
+  // Tiny scan for "key": N in the meta JSON (no JSON library needed for one integer).
+  const auto pos = meta.find("\"" + key + "\"");
   if (pos == std::string::npos) return 0;
   const auto colon = meta.find(':', pos);
   if (colon == std::string::npos) return 0;
@@ -321,16 +327,27 @@ uint32_t heads_from_meta(const std::string& meta) {
 size_t layer_group_end(const std::vector<TraceRow>& rows, size_t begin) {
   const TraceRow& first = rows[begin];
   size_t end = begin;
-  while (end < rows.size() && rows[end].stage == first.stage && rows[end].step == first.step &&
-         rows[end].layer == first.layer)
+  while (end < rows.size() && rows[end].sequence == first.sequence && rows[end].stage == first.stage &&
+         rows[end].step == first.step && rows[end].layer == first.layer)
     ++end;
   return end;
 }
 
-Trace make_dense(const Trace& trace, uint32_t heads_hint) {
-  uint32_t heads = heads_hint ? heads_hint : heads_from_meta(trace.meta_json);
+uint32_t trace_heads(const Trace& trace) {
+  uint32_t heads = int_from_meta(trace.meta_json, "heads");
   if (!heads)
     for (const auto& r : trace.rows) heads = std::max(heads, r.head + 1);
+  return heads;
+}
+
+uint32_t query_heads_per_kv_head(const Trace& trace) {
+  const uint32_t heads = int_from_meta(trace.meta_json, "heads");
+  const uint32_t kv_heads = int_from_meta(trace.meta_json, "kv_heads");
+  return heads && kv_heads && kv_heads < heads && heads % kv_heads == 0 ? heads / kv_heads : 1;
+}
+
+Trace make_dense(const Trace& trace, uint32_t heads_hint) {
+  const uint32_t heads = heads_hint ? heads_hint : trace_heads(trace);
   Trace out;
   out.meta_json = trace.meta_json;
   out.source = trace.source + " (dense)";

@@ -41,6 +41,20 @@ class Report:
         return int(self._data["dram_bytes"])
 
     @property
+    def dram_bytes_read(self) -> int:
+        return int(self._data["dram_bytes_read"])
+
+    @property
+    def dram_bytes_written(self) -> int:
+        """Attention outputs of summarization and the K/V each generation step appends."""
+        return int(self._data["dram_bytes_written"])
+
+    @property
+    def dram_bytes_refetched(self) -> int:
+        """Bytes read again because K/V exceeded the on-chip buffers (part of dram_bytes; docs/hwsim.md)."""
+        return int(self._data["dram_bytes_refetched"])
+
+    @property
     def energy_joules(self) -> float:
         return float(self._data["energy_joules"])
 
@@ -84,6 +98,11 @@ class Report:
     def layers(self) -> pd.DataFrame:
         """One row per layer: cycles (its share of the total), requests, keys/values fetched, DRAM bytes, MACs."""
         return pd.DataFrame(self._data["layers"]).set_index("layer", drop=False)
+
+    @property
+    def sequences(self) -> pd.DataFrame:
+        """One row per sequence of a batch (trace v2): cycles when its last layer finished, requests, DRAM bytes."""
+        return pd.DataFrame(self._data["sequences"]).set_index("sequence", drop=False)
 
     @property
     def channels(self) -> pd.DataFrame:

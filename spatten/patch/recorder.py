@@ -93,6 +93,7 @@ class TraceRecorder:
             "layer": np.broadcast_to(np.array([r.layer for r in records])[None, :, None], head_kept.shape),
             "head": np.broadcast_to(np.arange(heads)[None, None, :], head_kept.shape),
             "head_kept": head_kept,
+            "sequence": np.broadcast_to(np.arange(batch)[:, None, None], head_kept.shape),
             "query_rows": stack("query_rows", False),
             "kv_len": stack("kv_len", False),
             "keys_fetched": np.where(head_kept, stack("keys_fetched", False), 0),

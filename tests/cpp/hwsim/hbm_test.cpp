@@ -81,6 +81,7 @@ std::vector<std::string> violations(const std::vector<DramCommand>& log, const D
         b.open = -1;
         b.pre = T;
         break;
+      case DramCommand::kWrite:  // writes use the column timing of reads (dram.h)
       case DramCommand::kRead: {
         if (b.open != int64_t(c.row)) fail("RD to a row that is not open", c);
         if (T - b.act < int64_t(t.tRCD)) fail("tRCD", c);
