@@ -28,7 +28,9 @@ def patched_bert_reports(preset: str) -> list:
     torch.manual_seed(0)
     model = tiny_model("bert", head="Model", layers=12, heads=12, hidden=768, intermediate_size=3072,
                        max_position_embeddings=512)
-    config = spatten.SpAttenConfig(token_keep=0.5, head_keep=10 / 12)  # as the synthetic traces assume
+    # as the synthetic traces assume: token keep 0.5, head keep 10/12, static 8-bit K/V (paper.BERT_STATIC_BITS)
+    config = spatten.SpAttenConfig(token_keep=0.5, head_keep=10 / 12, k_bits=(paper.BERT_STATIC_BITS, 0),
+                                   v_bits=paper.BERT_STATIC_BITS)
     reports = []
     for length in paper.GLUE_LIKE_LENGTHS:
         ids = torch.randint(1, model.config.vocab_size, (1, length))

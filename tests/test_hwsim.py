@@ -38,15 +38,20 @@ def _tx_bytes(vectors: int, bits: int) -> int:
     return -(-vectors * bits // 256) * 32  # whole 32-byte transactions (6-bit pairs packed)
 
 
+def _profile(bits: int) -> int:
+    """The MatrixFetcher profile a width is stored in: 4, 6, 8, then whole bytes."""
+    return 0 if bits == 0 else 4 if bits <= 4 else 6 if bits <= 6 else -(-bits // 8) * 8
+
+
 def fetch_widths(k_msb: int, k_lsb: int, v: int) -> tuple[int, int, int, bool]:
     """TestSpAtten's request mapping (docs/hwsim.md): -1 is 12 bits; keys over 8 bits = 8-bit pass + forced LSB
-    pass; values of 9..12 bits at 8. Returns (K MSB bits, K LSB bits, V bits, LSB pass forced)."""
+    pass (4 bits up to 12); values of 9..12 bits at 8. Returns (K MSB bits, K LSB bits, V bits, LSB forced)."""
     k = 12 if k_msb < 0 else k_msb
     v = 12 if v < 0 else v
-    v = 8 if 8 < v <= 12 else v
+    v = 8 if 8 < v <= 12 else _profile(v)
     if k > 8:
-        return 8, k - 8, v, True
-    return k, max(k_lsb, 0), v, False
+        return 8, 4 if k <= 12 else _profile(k - 8), v, True
+    return _profile(k), max(k_lsb, 0), v, False
 
 
 def expected_bytes(frame: pd.DataFrame) -> tuple[int, int]:

@@ -468,11 +468,20 @@ struct Built {
 
 // How the fetcher moves one row's K and V (TestSpAtten's request mapping, spatten-original.md section 4.3;
 // docs/hwsim.md "Bit widths"). The MatrixFetcher has only the (4,1), (6,2) and (8,1) profiles, so:
+// - a width of at most 8 bits is stored in the next profile up (5 -> 6, 7 -> 8);
 // - keys wider than 8 bits (and unquantized keys, "-1", which TestSpAtten treats as 12-bit) take an 8-bit MSB
-//   pass plus a forced LSB pass of the remaining bits that recomputes Q.K for every query row;
+//   pass plus a forced LSB pass of the remaining bits (4 for 9..12, the RTL's requantBitCount) that recomputes
+//   Q.K for every query row;
 // - values of 9..12 bits (and unquantized values) are fetched at 8 bits, as TestSpAtten maps -1/10/12;
-//   values wider than the 12-bit datapath (an fp16/fp32 ablation) are fetched whole.
+// - beyond the 12-bit datapath (an fp16/fp32 ablation, not RTL) the extra bits are fetched in whole bytes.
 // So "-1" is exactly an explicit 12 for keys and values, and bytes and work never shrink as bits grow.
+uint32_t profile_bits(uint32_t bits) {
+  if (bits == 0) return 0;
+  if (bits <= 4) return 4;
+  if (bits <= 6) return 6;
+  return (bits + 7) / 8 * 8;
+}
+
 struct FetchWidths {
   uint32_t k_bits, k_lsb_bits, v_bits, q_bits;
   uint64_t refetch_rows;
@@ -484,13 +493,13 @@ FetchWidths fetch_widths(const TraceRow& row, const HwConfig& cfg) {
   const uint32_t v = row.v_bits < 0 ? full : uint32_t(row.v_bits);
   FetchWidths w{};
   w.q_bits = row.q_bits < 0 ? full : uint32_t(row.q_bits);
-  w.v_bits = v > 8 && v <= full ? 8 : v;
+  w.v_bits = v > 8 && v <= full ? 8 : profile_bits(v);
   if (k > 8) {
     w.k_bits = 8;
-    w.k_lsb_bits = k - 8;
+    w.k_lsb_bits = k <= full ? 4 : profile_bits(k - 8);
     w.refetch_rows = row.query_rows;
   } else {
-    w.k_bits = k;
+    w.k_bits = profile_bits(k);
     w.k_lsb_bits = row.k_lsb_bits > 0 ? uint32_t(row.k_lsb_bits) : 0;
     w.refetch_rows = w.k_lsb_bits ? row.lsb_refetch_rows : 0;
   }

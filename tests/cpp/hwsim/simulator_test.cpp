@@ -203,8 +203,7 @@ TEST(Simulator, CyclesAndBytesNeverDecreaseAsBitsGrow) {
       Trace t = bandwidth_bound(2, 8, 8);
       for (auto& r : t.rows) (keys ? r.k_msb_bits : r.v_bits) = bits;
       const Report rep = simulate_once(t, cfg);
-      // Bytes grow strictly with bits; cycles may jitter by a few cycles where a wider vector changes which
-      // bank a run lands in (DRAM row-hit pattern), never by more than 0.1 %.
+      // Bytes grow with bits; cycles within 0.1 % (6-bit fused pairs land in DRAM rows differently).
       EXPECT_GE(double(rep.cycles), 0.999 * double(prev_cycles)) << (keys ? "K " : "V ") << bits << " bits";
       EXPECT_GE(rep.dram_bytes_read, prev_bytes) << (keys ? "K " : "V ") << bits << " bits";
       prev_cycles = std::max(prev_cycles, rep.cycles);
