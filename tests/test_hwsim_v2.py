@@ -116,3 +116,23 @@ def test_unknown_override_keys_name_the_key_and_the_nearest_one(workloads_dir, t
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "hardware.topk_paralelism" in proc.stderr and "did you mean hardware.topk_parallelism" in proc.stderr
+
+
+OFFICIAL = ["small.csv", "summary-gpt2-medium-ptb-per0.csv",
+            "summary-gpt2-medium-wikitext2-per0-hp-step5+dedic+glob_p+local_p+hp+topk+quant.csv",
+            "summary-gpt2-small-wikitext2-per8-step1+dedic.csv", SMALL]
+
+
+@pytest.mark.parametrize("name", OFFICIAL)
+def test_cycles_lie_between_the_bound_and_the_additive_model(workloads_dir, name):
+    from spatten.hwsim.crosscheck import cross_check
+
+    trace = Trace.from_official_csv(workloads_dir / name)
+    check = cross_check(trace, hwsim.simulate(trace, dense_baseline=False))
+    assert check.lower_bound <= check.simulated
+    if name == "small.csv":
+        # One request: nothing overlaps its three dependent DRAM phases (K, forced LSB, V) and its P.V tail,
+        # which bert.cpp's model assumes hidden behind other heads (docs/hwsim.md, "Cross-check").
+        assert check.additive_cycles < check.simulated < 1.15 * check.additive_cycles
+    else:
+        assert check.simulated <= check.additive_cycles

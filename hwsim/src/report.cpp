@@ -61,6 +61,8 @@ void write_report(Json& j, const Report& r) {
   j.field("dram_bytes_read", r.dram_bytes_read);
   j.field("dram_bytes_written", r.dram_bytes_written);
   j.field("dram_bytes_refetched", r.dram_bytes_refetched);
+  j.field("peak_dram_bytes_per_second", r.peak_dram_bytes_per_second);
+  j.field("peak_macs_per_second", r.peak_macs_per_second);
   j.field("dram_bandwidth_utilization",
           r.seconds > 0 ? double(r.dram_bytes_read) / r.seconds / r.peak_dram_bytes_per_second : 0.0);
   j.field("row_hits", r.row_hits());
