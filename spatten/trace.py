@@ -15,11 +15,12 @@ Two file formats:
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
 import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -99,6 +100,32 @@ class TraceFormatError(ValueError):
     """A trace file or trace rows are malformed; the message names the file, line and field."""
 
 
+# One grammar for both readers (this module and hwsim/src/trace.cpp; docs/hwsim.md "Trace grammar"): lines end at
+# "\n" and every "\r" is dropped, fields are split at "," (no quoting) and trimmed of spaces and tabs, numbers
+# are ASCII decimals (no inf/nan, hex, "_" separators or non-ASCII digits), JSON metadata is strict.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_MAX_INT = 9e15  # larger integers are a corrupt file (and not exact in a double)
+_MAX_D_HEAD = 4096
+_MAX_TRANSACTIONS = 4e9  # the simulator's work bound (hwsim/src/trace.h kMaxTransactions)
+
+
+def _trim(text: str) -> str:
+    return text.strip(" \t")
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.replace("\r", "").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def _fields(line: str) -> list[str]:
+    return line.split(",")
+
+
+def _blank(line: str) -> bool:
+    return _trim(line) == ""
+
+
 def _parse_bool(text: str) -> bool:
     if text in ("True", "true", "1"):
         return True
@@ -107,18 +134,26 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"expected True or False, got {text!r}")
 
 
+def _parse_float(text: str) -> float:
+    if text == "":
+        raise ValueError("empty value")
+    if not _NUMBER.fullmatch(text):
+        raise ValueError(f"not a number: {text!r}")
+    value = float(text)
+    mantissa = text.lower().split("e")[0]
+    if math.isinf(value) or (value == 0 and any(c in "123456789" for c in mantissa)) \
+            or (value != 0 and abs(value) < sys.float_info.min):
+        raise ValueError(f"number out of range: {text!r}")
+    return value
+
+
 def _parse_int(text: str) -> int:
-    value = float(text)  # the official files write some integers as "64.0"
+    value = _parse_float(text)  # the official files write some integers as "64.0"
     if not value.is_integer():
         raise ValueError(f"expected an integer, got {text!r}")
+    if abs(value) > _MAX_INT:
+        raise ValueError(f"absurd value {text!r}")
     return int(value)
-
-
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if math.isnan(value):
-        raise ValueError("NaN is not a valid value")
-    return value
 
 
 _PARSERS = {int: _parse_int, float: _parse_float, bool: _parse_bool, str: str}
@@ -136,6 +171,12 @@ def _validate_row(row: Mapping[str, Any]) -> None:
             raise ValueError(f"{name} = {row[name]} is outside [0, {_MAX_DIM}]")
     if row["d_head"] == 0:
         raise ValueError("d_head must be positive")
+    if row["d_head"] > _MAX_D_HEAD:
+        raise ValueError(f"d_head = {row['d_head']} is absurd (at most {_MAX_D_HEAD})")
+    if not math.isfinite(row["threshold"]):
+        raise ValueError("threshold must be a finite number")
+    if row["topk_kind"] != "none" and not 0 <= row["topk_k"] <= _MAX_DIM:
+        raise ValueError(f"topk_k = {row['topk_k']} is outside [0, {_MAX_DIM}]")
     if row["keys_fetched"] > row["kv_len"]:
         raise ValueError(f"keys_fetched ({row['keys_fetched']}) exceeds kv_len ({row['kv_len']})")
     if row["values_fetched"] > row["kv_len"]:
@@ -213,13 +254,25 @@ class Trace:
 
     # ---- native format -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the native format atomically (temp file + rename)."""
+        """Write the native format atomically (temp file + rename).
+
+        Checks every row first (as Trace.load and spatten-sim would), so it never writes a file they refuse.
+        """
+        for i, rec in enumerate(self.rows.to_dict("records")):
+            try:
+                _validate_row(rec)
+            except (ValueError, TypeError) as err:
+                raise TraceFormatError(f"row {i}: {err}") from None
+        _check_work(self.rows)
+        try:
+            meta = json.dumps(self.meta, sort_keys=True, allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError) as err:
+            raise TraceFormatError(f"meta is not JSON: {err}") from None
         buf = io.StringIO()
-        buf.write(f"{_MAGIC}{FORMAT_VERSION}\n# meta {json.dumps(self.meta, sort_keys=True)}\n")
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(COLUMN_NAMES)
+        buf.write(f"{_MAGIC}{FORMAT_VERSION}\n# meta {meta}\n")
+        buf.write(",".join(COLUMN_NAMES) + "\n")  # the grammar has no quoting; no field holds a comma
         for rec in self.rows.itertuples(index=False):
-            writer.writerow([_format_value(v) for v in rec])
+            buf.write(",".join(_format_value(v) for v in rec) + "\n")
         return atomic_write_text(Path(path), buf.getvalue())
 
     @classmethod
@@ -227,12 +280,12 @@ class Trace:
         """Read a native trace file (or, if it starts with the official header, an official CSV)."""
         path = Path(path)
         text = _read_text(path)
-        lines = text.splitlines()
+        lines = _lines(text)
         if lines and lines[0].startswith("iteration_id"):
             return cls.from_official_csv(path)
         if not lines or not lines[0].startswith(_MAGIC):
             raise TraceFormatError(f"{path}:1: not a spatten trace (expected '{_MAGIC}{FORMAT_VERSION}')")
-        version = lines[0][len(_MAGIC):].strip()
+        version = _trim(lines[0][len(_MAGIC):])
         columns_of = {"1": V1_COLUMN_NAMES, str(FORMAT_VERSION): COLUMN_NAMES}
         if version not in columns_of:
             raise TraceFormatError(f"{path}:1: trace format version {version!r}; this spatten reads "
@@ -241,41 +294,47 @@ class Trace:
         if len(lines) < 3 or not lines[1].startswith("# meta "):
             raise TraceFormatError(f"{path}:2: expected '# meta {{...}}'")
         try:
-            meta = json.loads(lines[1][len("# meta "):])
-        except json.JSONDecodeError as err:
+            meta = json.loads(_trim(lines[1][len("# meta "):]), parse_constant=_reject_constant)
+        except (json.JSONDecodeError, ValueError) as err:
             raise TraceFormatError(f"{path}:2: metadata is not valid JSON ({err})") from None
-        header = lines[2].split(",")
+        if not isinstance(meta, dict):
+            raise TraceFormatError(f"{path}:2: metadata is not a JSON object")
+        header = _fields(lines[2])
         if tuple(header) != expected_header:
             raise TraceFormatError(f"{path}:3: header {header} differs from the v{version} columns "
                                    f"{list(expected_header)}")
         records = []
-        for lineno, fields in enumerate(csv.reader(lines[3:]), start=4):
-            if not fields:
+        for lineno, line in enumerate(lines[3:], start=4):
+            if _blank(line):
                 continue
+            fields = _fields(line)
             records.append(_parse_fields(path, lineno, dict(zip(header, fields)), len(fields), len(header)))
-        return cls(_typed(pd.DataFrame.from_records(records, columns=list(expected_header))), meta)
+        if not records:
+            raise TraceFormatError(f"{path}: no data rows")
+        return cls._checked(pd.DataFrame.from_records(records, columns=list(expected_header)), meta, path)
 
     # ---- official SpAtten workload CSV ---------------------------------------------------------------
     @classmethod
     def from_official_csv(cls, path: str | os.PathLike) -> Trace:
         """Read an official SpAtten workload CSV (spatten_hardware/hardware/workloads/*.csv)."""
         path = Path(path)
-        lines = _read_text(path).splitlines()
+        lines = _lines(_read_text(path))
         expected = [name for name, _ in OFFICIAL_COLUMNS]
-        if not lines:
-            raise TraceFormatError(f"{path}: empty file")
-        header = lines[0].split(",")
+        if not lines or _blank(lines[0]):
+            raise TraceFormatError(f"{path}:1: empty file")
+        header = _fields(lines[0])
         if header != expected:
             missing = [c for c in expected if c not in header]
             raise TraceFormatError(f"{path}:1: header is not the official workload header"
                                    + (f" (missing {missing})" if missing else f" (expected {expected})"))
         meta: dict[str, Any] = {"source": "official-csv"}
         records = []
-        for lineno, fields in enumerate(csv.reader(lines[1:]), start=2):
-            if not fields:
+        for lineno, line in enumerate(lines[1:], start=2):
+            if _blank(line):
                 continue
+            fields = _fields(line)
             # The last line holds the algorithm config path in iteration_id, other fields empty.
-            if len(fields) == len(expected) and all(f == "" for f in fields[1:]) and fields[0]:
+            if len(fields) == len(expected) and all(_trim(f) == "" for f in fields[1:]) and _trim(fields[0]):
                 meta["official_config"] = fields[0]
                 continue
             if len(fields) != len(expected):
@@ -292,7 +351,16 @@ class Trace:
             records.append(_parse_fields(path, lineno, raw, len(COLUMN_NAMES), len(COLUMN_NAMES), _OFFICIAL_NAME_OF))
         if not records:
             raise TraceFormatError(f"{path}: no data rows")
-        return cls(_typed(pd.DataFrame.from_records(records, columns=list(COLUMN_NAMES))), meta)
+        return cls._checked(pd.DataFrame.from_records(records, columns=list(COLUMN_NAMES)), meta, path)
+
+    @classmethod
+    def _checked(cls, frame: pd.DataFrame, meta: Mapping[str, Any], path: Path) -> Trace:
+        trace = cls(_typed(frame), meta)
+        try:
+            _check_work(trace.rows)
+        except TraceFormatError as err:
+            raise TraceFormatError(f"{path}: {err}") from None
+        return trace
 
     def to_official_csv(self, path: str | os.PathLike) -> Path:
         """Write the official workload CSV (generation rows of kept heads; byte-compatible with the originals).
@@ -349,6 +417,24 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_work(rows: pd.DataFrame) -> None:
+    """The simulator's bound on one run's work (about 4e9 DRAM transactions; hwsim/src/trace.cpp)."""
+    if len(rows) == 0:
+        return
+    bytes_per_row = rows["d_head"].to_numpy(dtype=float) * 32 / 8
+    tx = (rows["keys_fetched"].to_numpy(dtype=float) + rows["values_fetched"].to_numpy(dtype=float)) \
+        * bytes_per_row / 32 * 2
+    tx += np.where(rows["stage"].to_numpy() == "summarize", rows["query_rows"].to_numpy(dtype=float), 0.0) \
+        * bytes_per_row / 32
+    if tx.sum() > _MAX_TRANSACTIONS:
+        raise TraceFormatError(f"the trace asks for about {int(tx.sum())} DRAM transactions, more than the "
+                               f"simulator's limit of {int(_MAX_TRANSACTIONS)} (absurd sizes?)")
+
+
 def _parse_fields(path: Path, lineno: int, raw: Mapping[str, str], n_fields: int, n_expected: int,
                   display: Mapping[str, str] | None = None) -> dict:
     if n_fields != n_expected:
@@ -357,7 +443,7 @@ def _parse_fields(path: Path, lineno: int, raw: Mapping[str, str], n_fields: int
     for name, text in raw.items():
         column = _COLUMN_BY_NAME[name]
         try:
-            rec[name] = _PARSERS[column.kind](text.strip())
+            rec[name] = _PARSERS[column.kind](_trim(text))
         except ValueError as err:
             shown = (display or {}).get(name, name)
             raise TraceFormatError(f"{path}:{lineno}: column {shown}: {err}") from None
@@ -370,8 +456,11 @@ def _parse_fields(path: Path, lineno: int, raw: Mapping[str, str], n_fields: int
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"trace file not found: {path}") from None
     except UnicodeDecodeError as err:
-        raise TraceFormatError(f"{path}: not a text file ({err})") from None
+        raise TraceFormatError(f"{path}: not a text file (invalid UTF-8: {err})") from None
+    if "\0" in text:
+        raise TraceFormatError(f"{path}: not a text file (NUL byte)")
+    return text

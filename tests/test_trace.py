@@ -93,3 +93,94 @@ def test_a_batch_cannot_be_written_as_an_official_csv(tmp_path):
     batch = Trace.from_records([_row(sequence=s) for s in range(2)])
     with pytest.raises(TraceFormatError, match="batch"):
         batch.to_official_csv(tmp_path / "b.csv")
+
+
+# ---- one grammar: the Python readers accept exactly what spatten-sim accepts -------------------------------
+def _native_text(version: int = 2) -> str:
+    trace = Trace.from_records([_row(head=h, sequence=0) for h in range(2)], {"heads": 2, "name": "tiny"})
+    lines = ["# spatten-trace v2", '# meta {"heads": 2, "name": "tiny"}', ",".join(COLUMN_NAMES)]
+    for rec in trace.rows.itertuples(index=False):
+        lines.append(",".join(str(v) for v in rec))
+    if version == 1:
+        lines = [lines[0].replace("v2", "v1"), lines[1]] + [line.rsplit(",", 1)[0] for line in lines[2:]]
+    return "\n".join(lines) + "\n"
+
+
+def _official_text(workloads_dir) -> str:
+    return (workloads_dir / "small.csv").read_text()
+
+
+def _replace_field(text: str, line: int, column: int, value: str) -> str:
+    lines = text.split("\n")
+    fields = lines[line].split(",")
+    fields[column] = value
+    lines[line] = ",".join(fields)
+    return "\n".join(lines)
+
+
+# (name, builder(native v2 text, official text) -> file bytes, accepted?)
+KV = COLUMN_NAMES.index("kv_len")
+THR = COLUMN_NAMES.index("threshold")
+CORPUS = [
+    ("native v2", lambda n, o: n, True),
+    ("native v1", lambda n, o: _native_text(1), True),
+    ("CRLF line ends", lambda n, o: n.replace("\n", "\r\n"), True),
+    ("blank and tab-only lines", lambda n, o: n + "\n\t\n", True),
+    ("spaces around a number", lambda n, o: _replace_field(n, 3, KV, " 10 "), True),
+    ("exponent integer", lambda n, o: _replace_field(n, 3, KV, "1.0e1"), True),
+    ("official csv", lambda n, o: o, True),
+    ("official csv, 64.0 written as 6.4e1", lambda n, o: _replace_field(o, 1, 3, "6.4e1"), True),
+    ("full-width digits", lambda n, o: _replace_field(n, 3, KV, "\uff11\uff10"), False),
+    ("no-break space before a number", lambda n, o: _replace_field(n, 3, KV, "\u00a010"), False),
+    ("digit separator", lambda n, o: _replace_field(n, 3, KV, "1_0"), False),
+    ("hex number", lambda n, o: _replace_field(n, 3, KV, "0xa"), False),
+    ("quoted number", lambda n, o: _replace_field(n, 3, KV, '"10"'), False),
+    ("inf threshold", lambda n, o: _replace_field(n, 3, THR, "inf"), False),
+    ("nan threshold", lambda n, o: _replace_field(n, 3, THR, "nan"), False),
+    ("overflowing threshold", lambda n, o: _replace_field(n, 3, THR, "1e999"), False),
+    ("underflowing threshold", lambda n, o: _replace_field(n, 3, THR, "1e-400"), False),
+    ("absurd d_head", lambda n, o: _replace_field(n, 3, COLUMN_NAMES.index("d_head"), "5000"), False),
+    ("official inf threshold", lambda n, o: _replace_field(o, 1, 8, "inf"), False),
+    ("meta not JSON", lambda n, o: n.replace('{"heads": 2, "name": "tiny"}', "{heads: 2}"), False),
+    ("meta with NaN", lambda n, o: n.replace('"heads": 2', '"heads": NaN'), False),
+    ("meta is an array", lambda n, o: n.replace('{"heads": 2, "name": "tiny"}', "[2]"), False),
+    ("v2 header reordered", lambda n, o: n.replace("stage,step", "step,stage", 1), False),
+    ("v1 header with sequence", lambda n, o: n.replace("v2", "v1", 1), False),
+    ("NUL byte", lambda n, o: n.replace("tiny", "ti\0ny"), False),
+]
+
+
+@pytest.mark.parametrize("name,build,accepted", CORPUS, ids=[c[0] for c in CORPUS])
+def test_python_readers_and_the_simulator_share_one_grammar(workloads_dir, tmp_path, name, build, accepted):
+    import subprocess
+
+    path = tmp_path / "t.trace"
+    path.write_bytes(build(_native_text(), _official_text(workloads_dir)).encode("utf-8"))
+    try:
+        Trace.load(path)
+        python_ok = True
+    except TraceFormatError:
+        python_ok = False
+    cli = subprocess.run(["spatten-sim", "--no-dense", "--json", "-", str(path)], capture_output=True, text=True)
+    assert cli.returncode in (0, 2), cli.stderr
+    assert (python_ok, cli.returncode == 0) == (accepted, accepted), cli.stderr
+
+
+def test_invalid_utf8_is_refused_by_both(tmp_path):
+    import subprocess
+
+    path = tmp_path / "t.trace"
+    path.write_bytes(_native_text().encode().replace(b"tiny", b"ti\xffny"))
+    with pytest.raises(TraceFormatError, match="UTF-8"):
+        Trace.load(path)
+    assert subprocess.run(["spatten-sim", "--no-dense", str(path)], capture_output=True).returncode == 2
+
+
+def test_save_never_writes_a_file_the_simulator_refuses(tmp_path):
+    good = Trace.from_records([_row()])
+    bad = Trace(good.to_frame().assign(threshold=float("inf")), {})
+    with pytest.raises(TraceFormatError, match="threshold"):
+        bad.save(tmp_path / "bad.trace")
+    assert not (tmp_path / "bad.trace").exists()
+    with pytest.raises(TraceFormatError, match="meta"):
+        Trace(good.to_frame(), {"x": float("nan")}).save(tmp_path / "nan.trace")

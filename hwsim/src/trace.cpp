@@ -1,6 +1,7 @@
 #include "trace.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -67,9 +68,31 @@ std::string trim(const std::string& s) {
   throw TraceError(where + ": column " + column + ": " + why);
 }
 
+// The number grammar both readers share (spatten/trace.py _NUMBER): optional sign, ASCII digits with an
+// optional decimal point, optional exponent. No hex, no inf/nan, no digit separators.
+bool decimal_syntax(const std::string& t) {
+  size_t i = 0, digits = 0;
+  auto digit = [&](size_t k) { return k < t.size() && t[k] >= '0' && t[k] <= '9'; };
+  if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
+  while (digit(i)) ++i, ++digits;
+  if (i < t.size() && t[i] == '.') {
+    ++i;
+    while (digit(i)) ++i, ++digits;
+  }
+  if (!digits) return false;
+  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
+    ++i;
+    if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
+    if (!digit(i)) return false;
+    while (digit(i)) ++i;
+  }
+  return i == t.size();
+}
+
 double parse_number(const std::string& text, const std::string& where, const std::string& column) {
   const std::string t = trim(text);
   if (t.empty()) fail(where, column, "empty value");
+  if (!decimal_syntax(t)) fail(where, column, "not a number: '" + t + "'");
   char* end = nullptr;
   errno = 0;
   const double v = std::strtod(t.c_str(), &end);
@@ -152,13 +175,14 @@ TraceRow row_from_fields(const std::map<std::string, std::string>& f, const std:
 }
 
 std::vector<std::string> split_lines(const std::string& text) {
+  // Lines end at '\n'; every '\r' is dropped (CRLF files read like LF files).
   std::vector<std::string> lines;
   std::string cur;
   for (char c : text) {
     if (c == '\n') {
       lines.push_back(cur);
       cur.clear();
-    } else {
+    } else if (c != '\r') {
       cur.push_back(c);
     }
   }
@@ -167,6 +191,135 @@ std::vector<std::string> split_lines(const std::string& text) {
 }
 
 bool blank(const std::string& line) { return trim(line).empty() || trim(line) == "\r"; }
+
+bool valid_utf8(const std::string& text) {
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    size_t n = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xE ? 2 : (c >> 3) == 0x1E ? 3 : 99;
+    if (n == 99 || c == 0xC0 || c == 0xC1 || c > 0xF4 || i + n >= text.size() + (n ? 0 : 1)) return false;
+    for (size_t k = 1; k <= n; ++k)
+      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) return false;
+    if (n) {  // no overlong forms, no surrogates, nothing above U+10FFFF (as Python's decoder)
+      const unsigned char d = static_cast<unsigned char>(text[i + 1]);
+      if ((c == 0xE0 && d < 0xA0) || (c == 0xED && d >= 0xA0) || (c == 0xF0 && d < 0x90) || (c == 0xF4 && d >= 0x90))
+        return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+// A strict JSON validator (RFC 8259: no NaN/Infinity, no trailing commas) for the `# meta` line, so the
+// simulator refuses exactly the metadata Python's json.loads refuses.
+class JsonCheck {
+ public:
+  explicit JsonCheck(const std::string& s) : s_(s) {}
+  bool object_document() {
+    ws();
+    if (peek() != '{' || !value()) return false;
+    ws();
+    return i_ == s_.size();
+  }
+
+ private:
+  char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  void ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
+  }
+  bool literal(const char* word) {
+    const std::string w(word);
+    if (s_.compare(i_, w.size(), w) != 0) return false;
+    i_ += w.size();
+    return true;
+  }
+  bool string() {
+    if (peek() != '"') return false;
+    for (++i_; i_ < s_.size(); ++i_) {
+      const unsigned char c = static_cast<unsigned char>(s_[i_]);
+      if (c == '"') return ++i_, true;
+      if (c < 0x20) return false;
+      if (c == '\\') {
+        ++i_;
+        if (i_ >= s_.size()) return false;
+        if (s_[i_] == 'u') {
+          for (int k = 0; k < 4; ++k)
+            if (++i_ >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[i_]))) return false;
+        } else if (std::string("\"\\/bfnrt").find(s_[i_]) == std::string::npos) {
+          return false;
+        }
+      }
+    }
+    return false;
+  }
+  bool number() {
+    const size_t start = i_;
+    if (peek() == '-') ++i_;
+    if (peek() == '0') ++i_;
+    else if (peek() >= '1' && peek() <= '9') while (std::isdigit(static_cast<unsigned char>(peek()))) ++i_;
+    else return false;
+    if (peek() == '.') {
+      ++i_;
+      if (!std::isdigit(static_cast<unsigned char>(peek()))) return false;
+      while (std::isdigit(static_cast<unsigned char>(peek()))) ++i_;
+    }
+    if (peek() == 'e' || peek() == 'E') {
+      ++i_;
+      if (peek() == '+' || peek() == '-') ++i_;
+      if (!std::isdigit(static_cast<unsigned char>(peek()))) return false;
+      while (std::isdigit(static_cast<unsigned char>(peek()))) ++i_;
+    }
+    return i_ > start;
+  }
+  bool value() {
+    if (++depth_ > 200) return false;
+    ws();
+    bool ok = false;
+    const char c = peek();
+    if (c == '{' || c == '[') {
+      const char close = c == '{' ? '}' : ']';
+      ++i_;
+      ws();
+      if (peek() == close) {
+        ++i_;
+        ok = true;
+      } else {
+        while (true) {
+          if (c == '{') {
+            ws();
+            if (!string()) break;
+            ws();
+            if (peek() != ':') break;
+            ++i_;
+          }
+          if (!value()) break;
+          ws();
+          if (peek() == ',') {
+            ++i_;
+            continue;
+          }
+          if (peek() == close) {
+            ++i_;
+            ok = true;
+          }
+          break;
+        }
+      }
+    } else if (c == '"') {
+      ok = string();
+    } else if (c == 't' || c == 'f' || c == 'n') {
+      ok = literal("true") || literal("false") || literal("null");
+    } else {
+      ok = number();
+    }
+    --depth_;
+    return ok;
+  }
+  const std::string& s_;
+  size_t i_ = 0;
+  int depth_ = 0;
+};
+
+bool json_object(const std::string& text) { return JsonCheck(text).object_document(); }
 
 Trace parse_official(const std::vector<std::string>& lines, const std::string& source) {
   Trace trace;
@@ -225,15 +378,16 @@ Trace parse_native(const std::vector<std::string>& lines, const std::string& sou
   Trace trace;
   trace.source = source;
   trace.meta_json = trim(lines[1].substr(7));
-  if (trace.meta_json.empty() || trace.meta_json.front() != '{' || trace.meta_json.back() != '}')
-    throw TraceError(source + ":2: metadata is not a JSON object");
+  if (!json_object(trace.meta_json)) throw TraceError(source + ":2: metadata is not a JSON object");
   const auto header = split_csv(lines[2]);
-  for (const auto& c : kNativeColumns)
-    if (std::find(header.begin(), header.end(), c) == header.end())
-      throw TraceError(source + ":3: header lacks column " + c);
-  const bool has_sequence = std::find(header.begin(), header.end(), "sequence") != header.end();
-  if (version == "2" && !has_sequence) throw TraceError(source + ":3: a v2 header needs the column sequence");
-  if (version == "1" && has_sequence) throw TraceError(source + ":3: column sequence is v2; the file says v1");
+  // The header is exactly the version's columns, in order (spatten/trace.py COLUMN_NAMES / V1_COLUMN_NAMES).
+  std::vector<std::string> expected = kNativeColumns;
+  if (version == "2") expected.push_back("sequence");
+  if (header != expected) {
+    std::string want;
+    for (const auto& c : expected) want += (want.empty() ? "" : ",") + c;
+    throw TraceError(source + ":3: header differs from the v" + version + " columns " + want);
+  }
   for (size_t i = 3; i < lines.size(); ++i) {
     const std::string where = source + ":" + std::to_string(i + 1);
     if (blank(lines[i])) continue;
@@ -295,6 +449,7 @@ Trace parse_trace_text(const std::string& text, const std::string& source) {
   const auto lines = split_lines(text);
   if (lines.empty() || blank(lines[0])) throw TraceError(source + ":1: empty file");
   if (text.find('\0') != std::string::npos) throw TraceError(source + ": not a text file (NUL byte)");
+  if (!valid_utf8(text)) throw TraceError(source + ": not a text file (invalid UTF-8)");
   Trace trace;
   if (lines[0].rfind("iteration_id", 0) == 0) trace = parse_official(lines, source);
   else if (lines[0].rfind("# spatten-trace v", 0) == 0) trace = parse_native(lines, source);
