@@ -16,7 +16,7 @@ def test_eval_lm_writes_result_trace_and_hardware(tmp_path, data_dir, capsys):
     result = json.loads((out / "result.json").read_text())
     assert result["config"]["token_keep"] == 0.5 and result["kind"] == "lm"
     assert {"perplexity", "perplexity_dense", "kl_vs_dense", "agreement_vs_dense"} <= set(result["metrics"])
-    assert (out / "trace.csv").read_text().startswith("# spatten-trace v1")
+    assert (out / "trace.csv").read_text().startswith("# spatten-trace v2")
     assert yaml.safe_load((out / "config.yaml").read_text())["token_keep"] == 0.5
     hw = result["hardware"]
     assert hw is not None, "spatten.hwsim did not produce a hardware report"
