@@ -55,6 +55,7 @@ void print_table(const Report& r) {
   std::printf("  %-28s %16.6g s\n", "latency", r.seconds);
   std::printf("  %-28s %16llu\n", "DRAM bytes read", (unsigned long long)r.dram_bytes_read);
   std::printf("  %-28s %16llu\n", "DRAM bytes written", (unsigned long long)r.dram_bytes_written);
+  std::printf("  %-28s %16llu\n", "  of the reads, refetched", (unsigned long long)r.dram_bytes_refetched);
   std::printf("  %-28s %16llu / %llu\n", "row hits / misses", (unsigned long long)r.row_hits(),
               (unsigned long long)r.row_misses());
   std::printf("  %-28s %16.4g TFLOP/s\n", "effective throughput", r.flops_per_second / 1e12);
@@ -73,6 +74,12 @@ void print_table(const Report& r) {
     std::printf("  %5u %12.0f %8llu %12llu %12llu %14llu\n", l.layer, l.cycles, (unsigned long long)l.requests,
                 (unsigned long long)l.keys_fetched, (unsigned long long)l.values_fetched,
                 (unsigned long long)l.dram_bytes_read);
+  if (r.sequences.size() > 1) {
+    std::printf("\n  %8s %12s %8s %14s\n", "sequence", "done at", "heads", "DRAM bytes");
+    for (const auto& q : r.sequences)
+      std::printf("  %8u %12llu %8llu %14llu\n", q.sequence, (unsigned long long)q.cycles,
+                  (unsigned long long)q.requests, (unsigned long long)q.dram_bytes_read);
+  }
   std::printf("\n  %7s %14s %10s %10s %10s\n", "channel", "bytes read", "row hits", "misses", "refreshes");
   for (size_t c = 0; c < r.channels.size(); ++c)
     std::printf("  %7zu %14llu %10llu %10llu %10llu\n", c, (unsigned long long)r.channels[c].bytes_read,
