@@ -136,3 +136,22 @@ def test_cycles_lie_between_the_bound_and_the_additive_model(workloads_dir, name
         assert check.additive_cycles < check.simulated < 1.15 * check.additive_cycles
     else:
         assert check.simulated <= check.additive_cycles
+
+
+def test_a_patched_batch_records_one_sequence_per_row_of_the_batch():
+    torch = pytest.importorskip("torch")
+    import spatten
+    from spatten.testing import random_batch, tiny_model
+
+    model = tiny_model("llama", kv_heads=2)  # 4 query heads share 2 K/V heads
+    ids, mask = random_batch(model, batch=3, length=10)
+    with torch.no_grad(), spatten.patch(model, spatten.SpAttenConfig(token_keep=0.5)) as handle:
+        model(input_ids=ids, attention_mask=mask)
+    trace = handle.trace
+    assert sorted(trace.rows["sequence"].unique()) == [0, 1, 2]
+    report = hwsim.simulate(trace)
+    assert list(report.sequences["sequence"]) == [0, 1, 2]
+    assert report.sequences["requests"].sum() == int(trace.rows["head_kept"].sum())
+    # K/V are fetched once per K/V head (half the bytes); the queries of a summarization are fetched per head
+    per_head = hwsim.simulate(trace, overrides={"hardware": {"gqa_shared_kv": False}})
+    assert report.dense.dram_bytes_read < per_head.dense.dram_bytes_read < 2 * report.dense.dram_bytes_read
