@@ -118,7 +118,7 @@ def with_pd_options(fn):
 def _train_head(args) -> int:
     from spatten.eval.tasks import glue_task
     from spatten.models import load_model
-    from spatten.models.heads import train_head
+    from spatten.training.heads import train_head
 
     loaded = load_model(args.model, kind="encoder")
     head = train_head(loaded, glue_task(args.task), n_train=args.n_train, seed=args.seed, cache_dir=args.cache_dir,
@@ -129,7 +129,7 @@ def _train_head(args) -> int:
 
 
 def _train_gpt2(args) -> int:
-    from spatten.models.gpt2 import train_gpt2
+    from spatten.training.gpt2 import train_gpt2
 
     summary = train_gpt2(args.out, steps=args.steps, corpora=args.corpora, n_layer=args.layers,
                          n_embd=args.dim, n_head=args.heads, seq_len=args.seq_len, seed=args.seed,

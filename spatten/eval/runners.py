@@ -9,7 +9,6 @@ With `out_dir` they also write result.json, config.yaml, trace.csv and hardware.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -20,9 +19,10 @@ import numpy as np
 
 from spatten.atomic import atomic_write_text
 from spatten.eval import hardware, lm
-from spatten.eval.embed import cosine_rows, embed_sentences
 from spatten.eval.metrics import perplexity
 from spatten.eval.tasks import GlueTask, glue_task, lm_corpus
+from spatten.models.embed import cosine_rows, embed_sentences
+from spatten.threads import torch_threads
 
 STORIES_CORPUS = "stories"  # text sampled from the unpruned model itself (see lm.sample_stories)
 
@@ -43,25 +43,6 @@ def resolve_config(config: Any = None):
             raise FileNotFoundError(f"config file {path} not found")
         return SpAttenConfig.from_yaml(path.read_text())
     raise TypeError(f"config must be None, a dict, a YAML path or a SpAttenConfig, got {type(config).__name__}")
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run with n intra-op threads, then restore. The models here are small: one thread avoids the
-    OpenMP spin-waits that made them up to 20x slower on a shared two-core machine. None keeps torch's setting."""
-    import torch
-
-    if n is None:
-        yield
-        return
-    if n < 1:
-        raise ValueError(f"threads must be at least 1 (or None), got {n}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _load(model, kind: str, data_dir):
@@ -116,11 +97,11 @@ def run_glue(task: str | GlueTask = "sts-b", model=None, config=None, *, n_examp
 
     STS-B is scored without training: cosine similarity of the two sentence embeddings against the gold
     scores. Classification tasks use a linear head fitted on the unpatched encoder (cached, see
-    spatten.models.heads); the patched encoder then feeds that head. n_examples: first n dev examples.
+    spatten.training.heads); the patched encoder then feeds that head. n_examples: first n dev examples.
     threads: torch intra-op threads for the run (see torch_threads).
     """
     import spatten
-    from spatten.models.heads import train_head
+    from spatten.training.heads import train_head
 
     task = glue_task(task) if isinstance(task, str) else task
     loaded = _load(model, "encoder", data_dir)

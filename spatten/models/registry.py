@@ -54,7 +54,7 @@ def _is_decoder_config(config: dict) -> bool:
 def load_model(spec: str | os.PathLike | None = None, kind: str | None = None,
                data_dir: str | os.PathLike | None = None) -> LoadedModel:
     """Load by name or path. `kind` ("encoder"/"decoder") picks the default when spec is None and checks it."""
-    from spatten.eval.data import data_dir as resolve_data_dir
+    from spatten.data import data_dir as resolve_data_dir
     from spatten.models.llama2c import from_llama2c
     from spatten.models.minilm import load_encoder, minilm_dir
 

@@ -69,8 +69,8 @@ def train_gpt2(out: str | os.PathLike, *, corpora=("wikitext-2-valid", "ptb-vali
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from spatten.eval.runners import torch_threads
-    from spatten.eval.tasks import lm_corpus
+    from spatten.data import lm_corpus
+    from spatten.threads import torch_threads
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
