@@ -49,9 +49,13 @@ def resolve_config(config: Any = None):
     raise TypeError(f"config must be None, a dict, a YAML path or a SpAttenConfig, got {type(config).__name__}")
 
 
-def _check_inputs(kind: str, options: dict, preset: str, simulate: bool, out_dir) -> None:
-    """Everything that can be checked without the model, so bad input fails in a second."""
+def _check_inputs(kind: str, options: dict, preset: str, simulate: bool, out_dir, model, data_dir) -> None:
+    """Everything that can be checked without loading the model, so bad input fails in a second."""
+    from spatten.models import LoadedModel, check_model
+
     check_run_options(kind, options, where=f"run_{kind}")
+    if not isinstance(model, LoadedModel):
+        check_model(model, "encoder" if kind == "glue" else "decoder", data_dir)
     if simulate:
         check_preset(preset)
     if out_dir is not None:
@@ -124,7 +128,7 @@ def run_glue(task: str | GlueTask = "sts-b", model=None, config=None, *, n_examp
 
     task = glue_task(task) if isinstance(task, str) else task
     _check_inputs("glue", dict(n_examples=n_examples, batch_size=batch_size, max_length=max_length,
-                               head_train=head_train, threads=threads), preset, simulate, out_dir)
+                               head_train=head_train, threads=threads), preset, simulate, out_dir, model, data_dir)
     cfg = resolve_config(config)
     full = task.read("dev", data_dir)
     dev = full.head(n_examples)
@@ -188,7 +192,7 @@ def run_lm(data: str = "wikitext-2", model=None, config=None, *, max_tokens: int
     import spatten
 
     _check_inputs("lm", dict(max_tokens=max_tokens, window=window, stride=stride, threads=threads), preset,
-                  simulate, out_dir)
+                  simulate, out_dir, model, data_dir)
     if windows is None and data != STORIES_CORPUS:
         corpus = lm_corpus(data)
         require_file(corpus.path(data_dir), f"LM corpus {corpus.name}")

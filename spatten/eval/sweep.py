@@ -259,15 +259,15 @@ def _models_for(models, kind: str) -> list[str]:
         raise SweepError("`models` must be a non-empty list or a mapping {encoder: [...], decoder: [...]}")
     if not isinstance(names, list):
         names = [names]
+    from spatten.models import check_model
+
     out = []
     for name in map(str, names):
-        canonical = MODEL_ALIASES.get(name.lower())
-        if canonical is None:
-            path = Path(name).expanduser()
-            if not path.exists():
-                raise SweepError(f"models: {name!r} is neither a known name (minilm, stories260K) nor an "
-                                 "existing path")
-            canonical = str(path.resolve())
+        try:
+            check_model(name, kind)
+        except (FileNotFoundError, ValueError) as err:
+            raise SweepError(f"models: {err}") from None
+        canonical = MODEL_ALIASES.get(name.lower()) or str(Path(name).expanduser().resolve())
         if canonical in out:
             raise SweepError(f"models: {name!r} is listed twice")
         out.append(canonical)
