@@ -94,6 +94,7 @@ def test_half_written_run_is_redone(tmp_path, data_dir):
     assert (run_dir / "trace.csv").read_text().startswith("# spatten-trace")
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_lost_or_torn_results(tmp_path, data_dir):
     out = tmp_path / "killed"
     spec_file = tmp_path / "sweep.yaml"
@@ -218,6 +219,7 @@ def test_a_locked_directory_is_refused_and_its_temp_files_kept(tmp_path, data_di
     assert is_done(run_dir, sweep.runs[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_one_failure_policy_for_every_worker_count(workers, tmp_path, data_dir, monkeypatch):
     # a data directory with the model but without WikiText: the wikitext-2 runs fail, the stories runs work
