@@ -177,3 +177,14 @@ def test_demo_quick_produces_table_and_plots(tmp_path, data_dir, monkeypatch, ca
     assert "n/a" not in table  # every run has its metric and its hardware numbers
     for name in ("metric_vs_keep", "pareto", "kept_per_layer", "sentence_tokens"):
         assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.pdf").is_file()
+
+
+def test_a_second_sweep_on_a_busy_directory_exits_2(tmp_path, capsys, data_dir):
+    from spatten.eval.sweep import sweep_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with sweep_lock(out):
+        assert cli(["sweep", bad_sweep(tmp_path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "another sweep" in err and f"is running in {out}" in err and len(err.strip().splitlines()) == 1
