@@ -4,16 +4,11 @@ outlive the driver, whether it exits, is interrupted, or is killed with SIGKILL.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
 import multiprocessing
 import os
-import signal
-import threading
-import time
 
 from spatten.eval.sweep import Report, RunSpec, compute_run
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
+from spatten.lifeline import init_sweep_worker
 
 
 def run_local(todo: list[RunSpec], report: Report, workers: int) -> None:
@@ -29,7 +24,7 @@ def run_local(todo: list[RunSpec], report: Report, workers: int) -> None:
                 report(spec, files, None)
         return
     ctx = multiprocessing.get_context("spawn")  # fork after torch threads start is unsafe
-    pool = cf.ProcessPoolExecutor(min(workers, len(todo)) or 1, mp_context=ctx, initializer=_init_worker,
+    pool = cf.ProcessPoolExecutor(min(workers, len(todo)) or 1, mp_context=ctx, initializer=init_sweep_worker,
                                   initargs=(os.getpid(),))
     futures = {pool.submit(compute_run, spec.to_dict()): spec for spec in todo}
     try:
@@ -47,33 +42,3 @@ def run_local(todo: list[RunSpec], report: Report, workers: int) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-
-
-def _init_worker(parent_pid: int) -> None:
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the driver stops us
-    die_with_parent(parent_pid)
-    torch.set_num_threads(1)  # each worker single-threaded; see spatten.threads
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Make this process exit as soon as `parent_pid` (its parent) does, even if the parent is SIGKILLed.
-
-    Linux's PR_SET_PDEATHSIG has the kernel send SIGKILL at once; a thread watching getppid() covers
-    systems without it (and the window before prctl took effect).
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True).start()
-
-
-def _watch_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(0.5)
-    os._exit(1)
