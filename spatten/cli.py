@@ -347,5 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{where}: stopped by {err}; finished runs and results.csv are written, rerun to resume",
               file=sys.stderr)
         return 128 + err.signum
+    except KeyboardInterrupt:
+        print(f"{where}: interrupted", file=sys.stderr)
+        return 130
     finally:
         warnings.showwarning = show_before
