@@ -30,7 +30,7 @@ deps:
 # Editable install against the installed torch; serialised so parallel builds never share a build dir.
 build: deps
 	@mkdir -p build
-	flock build/.lock $(PIP) install -q --no-build-isolation -e ".[test,models]"
+	flock build/.lock $(PIP) install -q --no-build-isolation -e ".[test,models,ray]"
 
 cpp-test: deps
 	cmake -S . -B build/cpp $(CMAKE_TEST_FLAGS) -DCMAKE_BUILD_TYPE=Release

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from spatten.eval import lm, run_glue
-from spatten.eval.embed import _output_mask, cosine_rows, embed_sentences
 from spatten.eval.hardware import kept_summary
 from spatten.eval.tasks import glue_task
 from spatten.models import load_model
-from spatten.models.heads import fit_linear_head, train_head
+from spatten.models.embed import _output_mask, cosine_rows, embed_sentences
 from spatten.trace import COLUMNS, Trace
+from spatten.training.heads import fit_linear_head, train_head
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from spatten.eval import run_lm
 from spatten.models import load_model
-from spatten.models.gpt2 import build_tokenizer, corpus_words, train_gpt2
+from spatten.training.gpt2 import build_tokenizer, corpus_words, train_gpt2
 
 
 def test_word_level_tokenizer():

@@ -1,6 +1,7 @@
 """Evaluation: GLUE and language-model runs of patched models, their simulated hardware, sweeps and plots.
 
-    from spatten.eval import run_glue, run_lm, run_sweep
+    from spatten.eval import run_glue, run_lm
+    from spatten.eval.sweep import run_sweep
 """
 
 from spatten.eval.data import DataNotFoundError, Examples, data_dir

@@ -76,7 +76,7 @@ def run_demo(out: str | Path = "results/demo", *, quick: bool = False, workers: 
     from spatten.eval.tasks import glue_task
     from spatten.eval.visual import kept_tokens_by_layer
     from spatten.models import load_model
-    from spatten.models.heads import train_head
+    from spatten.training.heads import train_head
 
     out = Path(out)
     spec = demo_sweep(out, quick, simulate)

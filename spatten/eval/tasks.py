@@ -1,4 +1,4 @@
-"""Task registry: the nine GLUE tasks with their official metrics, and the language-modelling corpora.
+"""Task registry: the nine GLUE tasks with their official metrics (the LM corpora live in spatten.data).
 
 A GLUE task knows its files, how to pull sentences and labels out of them, and its metrics. MNLI and QQP
 are registered although their files are not in the shared data: with the files in place they just work.
@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from spatten.data import LM_CORPORA, LmCorpus, lm_corpus  # noqa: F401  (re-exported: the eval registry)
 from spatten.eval import metrics
-from spatten.eval.data import (DataNotFoundError, Examples, column_index, data_dir, read_lm_text, read_tsv_rows,
-                               require_file)
+from spatten.eval.data import DataNotFoundError, Examples, column_index, data_dir, read_tsv_rows, require_file
 
 
 @dataclass(frozen=True)
@@ -125,43 +124,3 @@ def glue_task(name: str) -> GlueTask:
     return GLUE_TASKS[key]
 
 
-@dataclass(frozen=True)
-class LmCorpus:
-    """A language-modelling corpus file; `prepare` turns its raw text into what a tokenizer should see."""
-
-    name: str
-    relpath: str
-    prepare: Callable[[str], str] = lambda text: text
-
-    def path(self, root: str | os.PathLike | None = None) -> Path:
-        return data_dir(root) / self.relpath
-
-    def read(self, root: str | os.PathLike | None = None, max_chars: int | None = None) -> str:
-        try:
-            path = self.path(root)
-        except DataNotFoundError as err:
-            raise DataNotFoundError(f"LM corpus {self.name}: {err}") from None
-        return self.prepare(read_lm_text(require_file(path, f"LM corpus {self.name}"), max_chars))
-
-
-def _strip_blank_lines(text: str) -> str:
-    # WikiText writes blank lines as a single space; they carry no tokens worth scoring.
-    return "\n".join(line.strip() for line in text.splitlines() if line.strip()) + "\n"
-
-
-LM_CORPORA: dict[str, LmCorpus] = {c.name: c for c in (
-    LmCorpus("wikitext-2", "wikitext-2-raw/wiki.test.raw", _strip_blank_lines),
-    LmCorpus("wikitext-2-tokens", "wikitext-2/wiki.test.tokens", _strip_blank_lines),
-    LmCorpus("wikitext-2-valid", "wikitext-2/wiki.valid.tokens", _strip_blank_lines),
-    LmCorpus("wikitext-103", "wikitext-103/wiki.test.tokens", _strip_blank_lines),
-    LmCorpus("wikitext-103-valid", "wikitext-103/wiki.valid.tokens", _strip_blank_lines),
-    LmCorpus("ptb", "ptb/ptb.test.txt", _strip_blank_lines),
-    LmCorpus("ptb-valid", "ptb/ptb.valid.txt", _strip_blank_lines),
-)}
-
-
-def lm_corpus(name: str) -> LmCorpus:
-    key = name.lower()
-    if key not in LM_CORPORA:
-        raise KeyError(f"unknown LM corpus {name!r}; known: {sorted(LM_CORPORA)}")
-    return LM_CORPORA[key]

@@ -69,8 +69,8 @@ def train_gpt2(out: str | os.PathLike, *, corpora=("wikitext-2-valid", "ptb-vali
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from spatten.eval.runners import torch_threads
-    from spatten.eval.tasks import lm_corpus
+    from spatten.data import lm_corpus
+    from spatten.threads import torch_threads
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -115,6 +115,6 @@ def train_gpt2(out: str | os.PathLike, *, corpora=("wikitext-2-valid", "ptb-vali
     summary = {"corpora": list(corpora), "train_tokens": len(ids), "vocab_size": len(tokenizer), "steps": steps,
                "n_layer": n_layer, "n_embd": n_embd, "n_head": n_head, "seq_len": seq_len,
                "heldout": heldout, "heldout_ppl_before": math.exp(loss_before),
-               "heldout_ppl_after": math.exp(loss_after), "seconds": time.perf_counter() - start}
+               "heldout_ppl_after": math.exp(loss_after), "wall_seconds": time.perf_counter() - start}
     atomic_write_text(out / "training.json", json.dumps(summary, indent=1))
     return summary

@@ -110,10 +110,12 @@ def train_head(loaded, task, *, n_train: int = 2000, seed: int = 0, max_length: 
                cache_dir: str | os.PathLike | None = None, data_dir=None, refresh: bool = False) -> TaskHead:
     """Fit (or load from cache) the head of a GLUE classification task on the unpatched encoder `loaded`.
 
+    task: a spatten.eval.tasks.GlueTask (anything with name, is_regression, is_pair, num_labels, read()).
+
     n_train: training examples, drawn at random (seed) from the task's train split.
     """
-    from spatten.eval.embed import embed_sentences
-    from spatten.eval.runners import torch_threads
+    from spatten.models.embed import embed_sentences
+    from spatten.threads import torch_threads
 
     if task.is_regression:
         raise ValueError(f"task {task.name} is a regression task; it is scored without a trained head")

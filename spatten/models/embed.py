@@ -40,8 +40,8 @@ def _output_mask(hidden, attention_mask, handle):
 
 
 def embed_sentences(model, tokenizer, texts: Sequence[str], *, batch_size: int = 32, max_length: int = 128,
-                    handle=None, normalize: bool = True) -> np.ndarray:
-    """float32 [N, hidden] embeddings, in the order of `texts`.
+                    handle=None, normalize: bool = True, on_batch=None) -> np.ndarray:
+    """float32 [N, hidden] embeddings, in the order of `texts`. on_batch(): called after each batch (progress).
 
     Batches are formed from length-sorted texts so padding (which pruning would have to skip) stays small.
     """
@@ -62,6 +62,8 @@ def embed_sentences(model, tokenizer, texts: Sequence[str], *, batch_size: int =
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out[idx] = pooled.float().numpy()
+            if on_batch is not None:
+                on_batch()
     return out
 
 
