@@ -119,20 +119,25 @@ def encoder_reference(model, ids, mask, cfg):
 @pytest.mark.parametrize("cfg", [SpAttenConfig(token_keep=0.4), SpAttenConfig(token_keep=0.5, head_keep=0.5)],
                          ids=["tokens", "tokens+heads"])
 def test_encoder_keeps_the_reference_top_k(family, cfg):
+    """A padded batch against the reference run on each row's real tokens: row b keeps ⌊len_b · keep⌋."""
     model = tiny_model(family, head="Model", layers=5, heads=4)
     ids, mask = random_batch(model, batch=3, length=16, pad=5)
-    with torch.no_grad():
-        kept, hidden, positions = encoder_reference(model, ids, mask, cfg)
-        with spatten.patch(model, cfg) as handle:
-            out = model(input_ids=ids, attention_mask=mask)
-    assert len(handle.last_kept_positions) == len(kept)
-    for layer, (got, expected) in enumerate(zip(handle.last_kept_positions, kept)):
-        assert torch.equal(got, expected), f"layer {layer}"
-    assert kept[-1].shape[1] < 16
-    final = out.last_hidden_state.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
-    torch.testing.assert_close(final, hidden, atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.pooler_output, model.base_model.pooler(hidden), atol=1e-5, rtol=0)
+    with torch.no_grad(), spatten.patch(model, cfg) as handle:
+        out = model(input_ids=ids, attention_mask=mask)
+    assert len(handle.last_kept_positions) == 5
     assert out.last_hidden_state.shape[1] == 16  # scattered back to full length
+    for row in range(3):
+        real = int(mask[row].sum())
+        with torch.no_grad():
+            kept, hidden, positions = encoder_reference(model, ids[row:row + 1, :real], mask[row:row + 1, :real],
+                                                        cfg)
+        for layer, (got, expected) in enumerate(zip(handle.last_kept_positions, kept)):
+            assert torch.equal(got[row][got[row] >= 0], expected[0]), f"row {row}, layer {layer}"
+        assert kept[-1].shape[1] < real
+        final = out.last_hidden_state[row:row + 1].gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+        torch.testing.assert_close(final, hidden, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.pooler_output[row:row + 1], model.base_model.pooler(hidden), atol=1e-5,
+                                   rtol=0)
 
 
 # ---- decoders ------------------------------------------------------------------------------------------------
@@ -273,9 +278,13 @@ def reference_attention(module, query, key, value, attention_mask, scaling=None,
     else:
         probs = probs_of(key)
     if cfg.value_keep < 1:
-        keep = max(1, math.floor(key.shape[2] * cfg.value_keep))
-        kept = reference_topk(probs, keep)
-        used = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, kept, True)
+        # Each query row keeps ⌊allowed keys · value_keep⌋: causally masked (and padding) keys do not count.
+        allowed = torch.full(probs.shape[:-1], key.shape[2])
+        if attention_mask is not None:
+            allowed = (attention_mask == 0).sum(-1).expand(probs.shape[:-1])
+        keep = (allowed * cfg.value_keep + 1e-9).floor().long().clamp(min=1)
+        rank = torch.sort(probs, dim=-1, descending=True, stable=True).indices.argsort(-1)
+        used = rank < keep[..., None]
         RECORDED.setdefault("values", []).append(used.any(2).sum(-1))
         probs = probs * used
     if refetch is not None:

@@ -23,7 +23,7 @@ from spatten.patch import kernels
 @dataclass
 class AttentionResult:
     """out: [B, Hq, Lq, D] in the value dtype, zeros on pruned heads.
-    probs: float32 [B, Hk, Lq, Lk] for the computed heads (None on the fast path).
+    probs: float32 [B, Hk, Lq, Lk] for the computed heads, before dropout (None on the fast path).
     refetch: bool [B, Hk, Lq], rows whose K LSBs were fetched (None without K quantization).
     values_fetched: int64 [B, Hk], distinct V rows used (None without local value pruning).
     token_importance: float32 [B, Lk], the probability each key received, summed over the computed heads and
@@ -118,23 +118,64 @@ def attend(
             logits.masked_fill_(~mask, -math.inf)
         probs = torch.softmax(logits, dim=-1)
         if mask is not None:
-            probs.nan_to_num_(nan=0.0)  # rows with no allowed key
+            probs = probs.nan_to_num(nan=0.0)  # rows with no allowed key (out of place: autograd saves probs)
         out = None
+    used = probs
     if dropout > 0.0:
-        probs = F.dropout(probs, dropout, training=True)
+        # Dropout acts on the output only: token importance and V selection read the undropped probabilities.
+        used = F.dropout(probs, dropout, training=True)
         out = None
     values_fetched = None
     if config.prunes_values:
-        lk = probs.shape[-1]
-        keep = min(lk, max(1, math.floor(lk * config.value_keep)))
-        out, _, values_fetched = kernels.local_value_attention(probs, vh, keep)
+        out, values_fetched = _local_value_attention(probs, used, vh, mask, query_valid, config.value_keep)
     elif out is None:
-        out = probs @ vh.float()
+        out = used @ vh.float()
     out = out.to(q.dtype)
     if heads is not None:
         out = _scatter_heads(out, heads, hq)
-    importance = kernels.token_importance(probs, query_valid) if need_importance else None
+    importance = None
+    if need_importance:
+        importance = kernels.token_importance(probs.detach(), query_valid)
     return AttentionResult(out, probs, refetch, values_fetched, importance)
+
+
+def value_keep_counts(mask: torch.Tensor | None, lk: int, value_keep: float) -> torch.Tensor | int:
+    """V rows each query row keeps: ⌊allowed keys · value_keep⌋ (at least one), counting only the keys the row
+    may attend (padding and causally masked keys excluded). An int when every row has all lk keys, else int64
+    [B, 1, Lq] from the bool mask [B, 1, Lq, Lk]."""
+    if mask is None:
+        return min(lk, max(1, math.floor(lk * value_keep + 1e-9)))
+    allowed = mask.sum(-1)
+    counts = torch.floor(allowed.double() * value_keep + 1e-9).to(torch.int64).clamp(min=1)
+    return torch.minimum(counts, allowed)
+
+
+def _local_value_attention(probs: torch.Tensor, used: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                           query_valid: torch.Tensor | None, value_keep: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local value pruning: each query row attends only the V rows of its top probabilities.
+
+    probs (undropped, chooses the rows), used (what multiplies V: probs, or probs after dropout): float32
+    [B, Hk, Lq, Lk]; v [B, Hk, Lk, D]; mask bool [B, 1, Lq, Lk] or None; query_valid bool [B, Lq] or None (all).
+    Returns out float32 [B, Hk, Lq, D] and values_fetched int64 [B, Hk] (distinct V rows the valid query rows
+    read).
+    """
+    lk = probs.shape[-1]
+    counts = value_keep_counts(mask, lk, value_keep)
+    if isinstance(counts, int) and used is probs:
+        out, _, values_fetched = kernels.local_value_attention(probs, v, counts)
+        return out, values_fetched
+    # Row-dependent counts (padding, causal prefill) or dropout: mark each row's own top entries (stable
+    # descending order, as topk_indices), zero the rest, and let the op gather the survivors.
+    if isinstance(counts, int):
+        counts = torch.full((1, 1, 1), counts, dtype=torch.int64, device=probs.device)
+    order = torch.sort(probs.detach(), dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(lk, device=probs.device).expand_as(order))
+    selected = rank < counts[..., None]
+    width = int(counts.max())
+    out, _, _ = kernels.local_value_attention(used * selected, v, width)
+    if query_valid is not None:
+        selected = selected & query_valid[:, None, :, None]
+    return out, selected.any(-2).sum(-1)
 
 
 def _scatter_heads(out: torch.Tensor, heads: torch.Tensor, total: int) -> torch.Tensor:

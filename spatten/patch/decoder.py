@@ -2,7 +2,8 @@
 
 Every token has a KV *slot*: its column in the absolute-length 2D attention mask (what generate() passes).
 Per sequence the runner keeps the padding mask over slots, the accumulated importance per slot, the layer at
-which each slot was evicted, and per layer the slots its cache holds (`kslots[l]: int64 [B, Lk_l]`). Layer l
+which each slot was evicted, and per layer the slots its cache holds (`kslots[l]: int64 [B, Lk_l]`) and which of them are live entries
+(`kvalid[l]`: a row that keeps fewer slots than its batch mates pads its cache with dead ones). Layer l
 evicts, before its attention, down to ⌊T·keep(l)⌋ slots (T = slots seen) chosen by accumulated importance among
 the slots still alive at layer l-1 (the cascade); a new token is kept at the step it arrives. Layer 0 never
 prunes, so `cache.get_seq_length()` stays the true length and transformers' position bookkeeping stays right.
@@ -16,7 +17,7 @@ import weakref
 import torch
 
 from spatten.patch.compat import UnsupportedModelError, batch_and_length, cache_layer, forward_argument
-from spatten.patch.runner import Runner, keep_count, top_entries
+from spatten.patch.runner import Runner, keep_counts, select_per_row
 
 _CACHE_NAMES = ("cache", "past_key_values")
 
@@ -35,6 +36,7 @@ class DecoderRunner(Runner):
         self._cache_ref = None
         self.total = 0
         self.kslots: list[torch.Tensor | None] = [None] * self.spec.layers
+        self.kvalid: list[torch.Tensor | None] = [None] * self.spec.layers
         self.last_kept_positions = []
         self.generate_steps = self.summarize_steps = 0
 
@@ -96,7 +98,8 @@ class DecoderRunner(Runner):
             self.generate_steps += 1
         else:
             self.summarize_steps += 1
-        self.last_kept_positions = [s.masked_fill(~self.pad.gather(1, s), -1) for s in self.kslots if s is not None]
+        self.last_kept_positions = [s.masked_fill(~live, -1) for s, live in zip(self.kslots, self.kvalid)
+                                    if s is not None]
 
     def _attention_pre_hook(self, layer: int):
         def hook(module, args, kwargs):
@@ -113,46 +116,47 @@ class DecoderRunner(Runner):
         cache = self._layer_cache
         new_slots = self.query_slots.expand(batch, length)
         previous = self.kslots[layer] if cache is not None else None
+        live = torch.ones_like(new_slots, dtype=torch.bool)
         kslot = new_slots if previous is None else torch.cat([previous, new_slots], dim=1)
+        live = live if previous is None else torch.cat([self.kvalid[layer], live], dim=1)
         if kslot.shape[1] > k.shape[2]:
-            kslot = kslot[:, -k.shape[2]:]  # a sliding-window cache layer dropped its oldest entries
+            # a sliding-window cache layer dropped its oldest entries
+            kslot, live = kslot[:, -k.shape[2]:], live[:, -k.shape[2]:]
         elif kslot.shape[1] < k.shape[2]:
             raise RuntimeError(f"layer {layer}: the KV cache holds {k.shape[2]} tokens but spatten tracked "
                                f"{kslot.shape[1]}; was the cache changed outside the patch?")
-        valid = self.pad.gather(1, kslot)
+        valid = self.pad.gather(1, kslot) & live
         if self.config.prunes_tokens and layer > 0:
             valid &= self.evicted_at.gather(1, kslot) >= layer  # cascade: gone at an earlier layer = gone here
             kslot, valid, k, v = self._evict(layer, kslot, valid, k, v, cache)
         if cache is not None:
-            self.kslots[layer] = kslot
+            self.kslots[layer], self.kvalid[layer] = kslot, valid
         mask, is_causal = self._mask(kslot, valid, length, kwargs.get("sliding_window"))
         return self.attend_layer(layer, q, k, v, kslot=kslot, key_valid=valid,
                                  query_valid=self.pad[:, self.query_slots], kv_len=self.pad.sum(-1), mask=mask,
                                  is_causal=is_causal, scaling=scaling, dropout=dropout)
 
     def _evict(self, layer: int, kslot, valid, k, v, cache):
-        """Keep the top ⌊T·keep(layer)⌋ alive slots by importance; write the shortened K/V back to the cache."""
-        stored = kslot.shape[1]
-        target = keep_count(self.total, self.token_ratios[layer])
-        if stored <= target and bool(valid.all()):
-            return kslot, valid, k, v
-        keep = min(target, max(1, int(valid.sum(-1).max())), stored)
-        if keep == stored:
+        """Row b keeps its top ⌊T_b·keep(layer)⌋ alive slots by importance (T_b = its real tokens seen);
+        write the shortened K/V back to the cache."""
+        counts = keep_counts(self.pad.sum(-1), self.token_ratios[layer])
+        alive = valid.sum(-1)
+        if bool((counts >= alive).all()) and bool(valid.all()):
             return kslot, valid, k, v
         protect = None
         if self.decoding:
             protect = torch.zeros_like(valid)
             protect[:, -1] = True  # the token being generated is kept at its own step
-        kept = top_entries(self.importance.gather(1, kslot), valid, keep, protect)
-        dropped = valid & ~torch.zeros_like(valid).scatter_(1, kept, True)
+        kept, kept_valid = select_per_row(self.importance.gather(1, kslot), valid, counts, protect)
+        dropped = valid & ~torch.zeros_like(valid).scatter(1, kept, kept_valid)
         self.evicted_at.scatter_(1, kslot, torch.where(dropped, layer, self.evicted_at.gather(1, kslot)))
         index = kept[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
         k, v = k.gather(2, index), v.gather(2, index)
         if cache is not None:
             storage = cache_layer(cache, layer)
             storage.keys, storage.values = k, v
-        self.recorder.note_topk(layer - 1, "token", keep)
-        return kslot.gather(1, kept), valid.gather(1, kept), k, v
+        self.recorder.note_topk(layer - 1, "token", kept_valid.sum(-1).cpu().numpy())  # per row
+        return kslot.gather(1, kept), kept_valid, k, v
 
     def _mask(self, kslot, valid, length: int, sliding_window: int | None):
         """Bool mask [B, 1, Lq, Lk] (or None plus is_causal) from slots: causal, padding, sliding window."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from spatten.patch.compat import UnsupportedModelError, batch_and_length, forward_argument
-from spatten.patch.runner import Runner, keep_count, top_entries
+from spatten.patch.runner import Runner, keep_counts, select_per_row
 
 
 class EncoderRunner(Runner):
@@ -68,22 +68,24 @@ class EncoderRunner(Runner):
     def _prune_tokens(self, layer: int, args: tuple) -> tuple:
         if not self.config.prunes_tokens or layer == 0:
             return args
-        hidden = args[0]
-        target = min(keep_count(self.length, self.token_ratios[layer]), self.positions.shape[1])
-        if target >= self.positions.shape[1]:
+        # Each row keeps ⌊real length · keep(layer)⌋ of its own tokens, whatever the batch's padded length.
+        counts = keep_counts(self.real_length, self.token_ratios[layer])
+        if bool((counts >= self.valid.sum(-1)).all()):
             return args
+        hidden = args[0]
         protect = torch.zeros_like(self.valid)
         protect[:, 0] = True  # [CLS] / <s>: the pooler and classification heads read position 0
-        kept = top_entries(self.importance.gather(1, self.positions), self.valid, target, protect)
+        kept, kept_valid = select_per_row(self.importance.gather(1, self.positions), self.valid, counts, protect)
         width = hidden.shape[-1]
+        positions = self.positions[..., None].expand(-1, -1, width)
         if self.full_hidden is None:
-            self.full_hidden = hidden.clone()  # first pruning: every position is still present
+            self.full_hidden = hidden  # first pruning: every position is still present
         else:
-            self.full_hidden.scatter_(1, self.positions[..., None].expand(-1, -1, width), hidden)
+            self.full_hidden = self.full_hidden.scatter(1, positions, hidden)  # out of place: autograd
         hidden = hidden.gather(1, kept[..., None].expand(-1, -1, width))
         self.positions = self.positions.gather(1, kept)
-        self.valid = self.valid.gather(1, kept)
-        self.recorder.note_topk(layer - 1, "token", target)
+        self.valid = kept_valid
+        self.recorder.note_topk(layer - 1, "token", kept_valid.sum(-1).cpu().numpy())  # per row
         # The layer mask is None (no mask function is registered for "spatten"): the attention builds its own.
         return (hidden, *(None for _ in args[1:2]), *args[2:])
 

@@ -21,6 +21,33 @@ def keep_count(total: int, ratio: float) -> int:
     return max(1, math.floor(total * ratio + 1e-9))
 
 
+def keep_counts(totals: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Per-row `keep_count`: int64 [B] entries kept out of totals [B] (each row's own real length)."""
+    return torch.floor(totals.double() * ratio + 1e-9).to(torch.int64).clamp(min=1)
+
+
+def select_per_row(scores: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor,
+                   protect: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's own top-k: row b keeps its counts[b] best valid scores (never more than it has valid).
+
+    scores: [B, n]; valid, protect: bool [B, n]; counts: int64 [B]. Returns (kept int64 [B, W] ascending
+    positions, kept_valid bool [B, W]) with W the largest row's count: a shorter row is padded with positions it
+    does not keep (kept_valid False), distinct from its kept ones. Rows with the same count run one top-k
+    together, so a row's choice is the one it makes alone, whatever its batch mates.
+    """
+    counts = torch.minimum(counts, valid.sum(-1))
+    selected = torch.zeros_like(valid)
+    for k in counts.unique().tolist():
+        rows = (counts == k).nonzero()[:, 0]
+        chosen = top_entries(scores[rows], valid[rows], k, None if protect is None else protect[rows])
+        selected[rows] = torch.zeros_like(valid[rows]).scatter_(1, chosen, True)
+    width = max(1, int(counts.max()))
+    # Kept positions first (in position order), then the others; then back to position order.
+    order = torch.argsort((~selected).to(torch.int8), dim=1, stable=True)[:, :width]
+    kept = torch.sort(order, dim=1).values
+    return kept, selected.gather(1, kept)
+
+
 def top_entries(scores: torch.Tensor, valid: torch.Tensor, k: int, protect: torch.Tensor | None = None) -> torch.Tensor:
     """Positions [B, k] (ascending) of the k best scores [B, n]; invalid entries go last, protected ones first."""
     scores = scores.masked_fill(~valid, -math.inf)
