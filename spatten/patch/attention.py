@@ -1,7 +1,8 @@
 """The attention function registered as "spatten" in transformers' AttentionInterface.
 
 Patched attention modules are looked up in a weak map (module -> runner, layer), so nothing is stored on the
-modules themselves and an unpatched module can never reach a stale runner.
+modules themselves and an unpatched module can never reach a stale runner. The function is excluded from
+torch.compile (a graph break): traced, the lookup was resolved once and every layer ran as layer 0.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def unbind(module: nn.Module) -> None:
     _ACTIVE.pop(module, None)
 
 
+@torch.compiler.disable(recursive=True)
 def spatten_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                       **kwargs) -> tuple[torch.Tensor, None]:

@@ -17,7 +17,7 @@ import weakref
 import torch
 
 from spatten.patch.compat import UnsupportedModelError, batch_and_length, cache_layer, forward_argument
-from spatten.patch.runner import Runner, keep_counts, select_per_row
+from spatten.patch.runner import Runner, eager, keep_counts, select_per_row
 
 _CACHE_NAMES = ("cache", "past_key_values")
 
@@ -25,10 +25,10 @@ _CACHE_NAMES = ("cache", "past_key_values")
 class DecoderRunner(Runner):
     def install(self) -> list:
         spec = self.spec
-        hooks = [spec.base.register_forward_pre_hook(self._begin, with_kwargs=True),
-                 spec.base.register_forward_hook(self._finish)]
+        hooks = [spec.base.register_forward_pre_hook(eager(self._begin), with_kwargs=True),
+                 spec.base.register_forward_hook(eager(self._finish))]
         for layer, attn in enumerate(spec.attentions):
-            hooks.append(attn.register_forward_pre_hook(self._attention_pre_hook(layer), with_kwargs=True))
+            hooks.append(attn.register_forward_pre_hook(eager(self._attention_pre_hook(layer)), with_kwargs=True))
         self.reset()
         return hooks
 

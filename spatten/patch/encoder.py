@@ -12,17 +12,17 @@ from __future__ import annotations
 import torch
 
 from spatten.patch.compat import UnsupportedModelError, batch_and_length, forward_argument
-from spatten.patch.runner import Runner, keep_counts, select_per_row
+from spatten.patch.runner import Runner, eager, keep_counts, select_per_row
 
 
 class EncoderRunner(Runner):
     def install(self) -> list:
         spec = self.spec
-        hooks = [spec.base.register_forward_pre_hook(self._begin, with_kwargs=True),
-                 spec.base.register_forward_hook(self._finish),
-                 spec.encoder.register_forward_hook(self._restore_length)]
+        hooks = [spec.base.register_forward_pre_hook(eager(self._begin), with_kwargs=True),
+                 spec.base.register_forward_hook(eager(self._finish)),
+                 spec.encoder.register_forward_hook(eager(self._restore_length))]
         for layer, block in enumerate(spec.blocks):
-            hooks.append(block.register_forward_pre_hook(self._layer_hook(layer), with_kwargs=True))
+            hooks.append(block.register_forward_pre_hook(eager(self._layer_hook(layer)), with_kwargs=True))
         # Importance is only needed up to the last layer that prunes.
         prunes = [l for l in range(1, spec.layers) if self.token_ratios[l] < self.token_ratios[l - 1]]
         self._last_pruning_layer = max(prunes, default=0)

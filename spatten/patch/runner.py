@@ -16,6 +16,12 @@ from spatten.patch.compat import ModelSpec
 from spatten.patch.recorder import LayerRecord, TraceRecorder
 
 
+def eager(fn):
+    """`fn` run outside torch.compile: a graph break around every hook and the attention call, so that under
+    `torch.compile(model)` the pruning bookkeeping (data-dependent shapes, per-model state) runs as in eager."""
+    return torch.compiler.disable(fn, recursive=True)
+
+
 def keep_count(total: int, ratio: float) -> int:
     """Entries kept out of `total` at keep ratio `ratio` (at least one)."""
     return max(1, math.floor(total * ratio + 1e-9))
@@ -117,12 +123,13 @@ class Runner:
         need_importance = self.config.prunes_tokens and self.needs_importance(layer)
         result = core.attend(q, k, v, mask, scaling, self.config, heads=heads, need_importance=need_importance,
                              query_valid=query_valid, is_causal=is_causal, dropout=dropout)
+        # Importance only ranks tokens and heads: detached, so it never joins the autograd graph.
         if need_importance:
             # Summed over the heads that ran and the valid query rows; a padding key gets nothing.
-            contribution = result.token_importance.masked_fill(~key_valid, 0.0)
+            contribution = result.token_importance.detach().masked_fill(~key_valid, 0.0)
             self.importance.scatter_add_(1, kslot, contribution)
         if self.config.prunes_heads:
-            self.head_importance = kernels.head_importance(result.out, query_valid, self.head_importance)
+            self.head_importance = kernels.head_importance(result.out.detach(), query_valid, self.head_importance)
         self._record(layer, heads, result, key_valid, query_valid, kv_len, need_importance)
         return result.out.transpose(1, 2).contiguous()
 
