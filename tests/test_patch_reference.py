@@ -302,12 +302,12 @@ def reference_implementation():
     AttentionMaskInterface._global_mapping.pop("spatten_test_reference")
 
 
-def run_reference(model, implementation, cfg, ids):
+def run_reference(model, implementation, cfg, ids, pick=None, **kwargs):
     RECORDED.clear()
     RECORDED["config"] = cfg
     model.config._attn_implementation = implementation
     try:
-        return primary_output(model(input_ids=ids))
+        return (pick or primary_output)(model(input_ids=ids, **kwargs))
     finally:
         model.config._attn_implementation = "eager"
 
@@ -322,15 +322,21 @@ def per_layer_head(rows, column):
 
 @pytest.mark.parametrize("family", ["gpt2", "bert", "qwen2"])
 def test_local_value_pruning_matches_reference(family, reference_implementation):
+    """Outputs, V rows fetched, and output_attentions: the probabilities that multiplied V (the reference zeroes
+    the dropped entries)."""
     cfg = SpAttenConfig(value_keep=0.3)
     model = tiny_model(family, head="Model" if family == "bert" else None)
     ids, _ = random_batch(model, batch=1, length=13)
     with torch.no_grad():
-        expected = run_reference(model, reference_implementation, cfg, ids)
+        expected = run_reference(model, reference_implementation, cfg, ids, lambda out: out,
+                                 output_attentions=True)
         values = torch.stack(RECORDED["values"])  # [layers, 1, H]
         with spatten.patch(model, cfg) as handle:
-            got = primary_output(model(input_ids=ids))
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+            got = model(input_ids=ids, output_attentions=True)
+    torch.testing.assert_close(primary_output(got), primary_output(expected), atol=1e-5, rtol=0)
+    assert len(got.attentions) == len(expected.attentions) == model.config.num_hidden_layers
+    for layer, (g, e) in enumerate(zip(got.attentions, expected.attentions)):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=0, msg=f"layer {layer}")
     assert torch.equal(per_layer_head(handle.trace.rows, "values_fetched"), values.view(-1))
     assert (handle.trace.rows["values_fetched"] < 13).any()
 
@@ -365,3 +371,4 @@ def test_progressive_quantization_refetches_exactly_the_low_confidence_rows(fami
         torch.testing.assert_close(got, full, atol=1e-9, rtol=0)
     else:
         assert 0 < rows["lsb_refetch_rows"].sum() < rows["query_rows"].sum()
+

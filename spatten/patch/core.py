@@ -36,6 +36,7 @@ class AttentionResult:
     refetch: torch.Tensor | None
     values_fetched: torch.Tensor | None
     token_importance: torch.Tensor | None = None
+    used_probs: torch.Tensor | None = None  # what multiplied V (after dropout and value pruning), if need_probs
 
 
 def select_heads(x: torch.Tensor, groups: int, heads: torch.Tensor | None) -> torch.Tensor:
@@ -88,7 +89,7 @@ def attend(
             qh = select_heads(q, 1, heads)
             out = F.scaled_dot_product_attention(qh, select_heads(k, groups, heads), select_heads(v, groups, heads),
                                                  attn_mask=mask, dropout_p=dropout, scale=scaling)
-            out = _scatter_heads(out, heads, hq)
+            out = scatter_heads(out, heads, hq)
         return AttentionResult(out, None, None, None)
 
     qh = select_heads(q, 1, heads)
@@ -102,7 +103,7 @@ def attend(
                                                             query_valid)
         out = out.to(q.dtype)
         if heads is not None:
-            out = _scatter_heads(out, heads, hq)
+            out = scatter_heads(out, heads, hq)
         return AttentionResult(out, None, None, None, importance)
     refetch = None
     if config.k_bits is not None:
@@ -127,16 +128,18 @@ def attend(
         out = None
     values_fetched = None
     if config.prunes_values:
-        out, values_fetched = _local_value_attention(probs, used, vh, mask, query_valid, config.value_keep)
+        out, values_fetched, selected = _local_value_attention(probs, used, vh, mask, query_valid, config.value_keep)
+        if need_probs:
+            used = used * selected()
     elif out is None:
         out = used @ vh.float()
     out = out.to(q.dtype)
     if heads is not None:
-        out = _scatter_heads(out, heads, hq)
+        out = scatter_heads(out, heads, hq)
     importance = None
     if need_importance:
         importance = kernels.token_importance(probs.detach(), query_valid)
-    return AttentionResult(out, probs, refetch, values_fetched, importance)
+    return AttentionResult(out, probs, refetch, values_fetched, importance, used if need_probs else None)
 
 
 def value_keep_counts(mask: torch.Tensor | None, lk: int, value_keep: float) -> torch.Tensor | int:
@@ -151,19 +154,19 @@ def value_keep_counts(mask: torch.Tensor | None, lk: int, value_keep: float) -> 
 
 
 def _local_value_attention(probs: torch.Tensor, used: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                           query_valid: torch.Tensor | None, value_keep: float) -> tuple[torch.Tensor, torch.Tensor]:
+                           query_valid: torch.Tensor | None, value_keep: float):
     """Local value pruning: each query row attends only the V rows of its top probabilities.
 
     probs (undropped, chooses the rows), used (what multiplies V: probs, or probs after dropout): float32
     [B, Hk, Lq, Lk]; v [B, Hk, Lk, D]; mask bool [B, 1, Lq, Lk] or None; query_valid bool [B, Lq] or None (all).
-    Returns out float32 [B, Hk, Lq, D] and values_fetched int64 [B, Hk] (distinct V rows the valid query rows
-    read).
+    Returns out float32 [B, Hk, Lq, D], values_fetched int64 [B, Hk] (distinct V rows the valid query rows
+    read) and a function giving the bool [B, Hk, Lq, Lk] map of the entries kept.
     """
     lk = probs.shape[-1]
     counts = value_keep_counts(mask, lk, value_keep)
     if isinstance(counts, int) and used is probs:
-        out, _, values_fetched = kernels.local_value_attention(probs, v, counts)
-        return out, values_fetched
+        out, kept, values_fetched = kernels.local_value_attention(probs, v, counts)
+        return out, values_fetched, lambda: torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, kept, True)
     # Row-dependent counts (padding, causal prefill) or dropout: mark each row's own top entries (stable
     # descending order, as topk_indices), zero the rest, and let the op gather the survivors.
     if isinstance(counts, int):
@@ -173,12 +176,11 @@ def _local_value_attention(probs: torch.Tensor, used: torch.Tensor, v: torch.Ten
     selected = rank < counts[..., None]
     width = int(counts.max())
     out, _, _ = kernels.local_value_attention(used * selected, v, width)
-    if query_valid is not None:
-        selected = selected & query_valid[:, None, :, None]
-    return out, selected.any(-2).sum(-1)
+    read = selected if query_valid is None else selected & query_valid[:, None, :, None]
+    return out, read.any(-2).sum(-1), lambda: selected
 
 
-def _scatter_heads(out: torch.Tensor, heads: torch.Tensor, total: int) -> torch.Tensor:
+def scatter_heads(out: torch.Tensor, heads: torch.Tensor, total: int) -> torch.Tensor:
     """out [B, Hk, Lq, D] of heads [B, Hk] -> [B, total, Lq, D] with zeros on the other heads."""
     full = out.new_zeros(out.shape[0], total, *out.shape[2:])
     return full.scatter_(1, heads[:, :, None, None].expand_as(out), out)

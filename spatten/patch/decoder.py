@@ -12,11 +12,13 @@ The mask is built here from slots (causality, padding, sliding window), never ta
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import torch
 
-from spatten.patch.compat import UnsupportedModelError, batch_and_length, cache_layer, forward_argument
+from spatten.patch.compat import (UnsupportedModelError, batch_and_length, cache_layer, forward_argument,
+                                  require_evictable_cache)
 from spatten.patch.runner import Runner, eager, keep_counts, select_per_row
 
 _CACHE_NAMES = ("cache", "past_key_values")
@@ -30,6 +32,7 @@ class DecoderRunner(Runner):
         for layer, attn in enumerate(spec.attentions):
             hooks.append(attn.register_forward_pre_hook(eager(self._attention_pre_hook(layer)), with_kwargs=True))
         self.reset()
+        self._uncached_call: tuple[int, int] | None = None  # (batch, length) of the last forward without a cache
         return hooks
 
     def reset(self) -> None:
@@ -46,8 +49,13 @@ class DecoderRunner(Runner):
     # ---- hooks -----------------------------------------------------------------------------------------------
     def _begin(self, module, args, kwargs):
         batch, length, device = batch_and_length(args, kwargs)
+        self._read_forward_options(module, args, kwargs)
         cache = forward_argument(module, args, kwargs, *_CACHE_NAMES)
         mask = forward_argument(module, args, kwargs, "attention_mask")
+        if cache is not None:
+            require_evictable_cache(cache)
+        else:
+            self._warn_if_regenerating(batch, length, forward_argument(module, args, kwargs, "use_cache"))
         continuing = (cache is not None and self._cache_ref is not None and self._cache_ref() is cache
                       and self.total > 0 and cache.get_seq_length() > 0)
         if not continuing:
@@ -57,7 +65,8 @@ class DecoderRunner(Runner):
             self._start_sequence(batch, device)
         elif batch != self.pad.shape[0]:
             raise UnsupportedModelError(f"spatten.patch: the batch changed from {self.pad.shape[0]} to {batch} "
-                                        "mid-sequence (beam search and batch reordering are not supported)")
+                                        "mid-sequence; only Cache.reorder_cache / batch_select_indices (beam "
+                                        "search) may change rows of a sequence in progress")
         seen, total = self.total, self.total + length
         if mask is None:
             new_pad = torch.ones(batch, length, dtype=torch.bool, device=device)
@@ -85,6 +94,15 @@ class DecoderRunner(Runner):
         self._start_heads(batch, device, keep_importance=True)
         self._layer_cache = None
 
+    def _warn_if_regenerating(self, batch: int, length: int, use_cache) -> None:
+        """generate(use_cache=False) calls the model on the whole text again for every new token."""
+        previous, self._uncached_call = self._uncached_call, (batch, length)
+        if use_cache is False and previous == (batch, length - 1) and not self.config.is_noop:
+            warnings.warn("spatten.patch: generate(use_cache=False) runs the whole text again for every new token, "
+                          "so cascade pruning starts over at each step (prefill pruning of the full text) instead "
+                          "of evicting from the KV cache as SpAtten does; generate with use_cache=True",
+                          UserWarning, stacklevel=2)
+
     def _start_sequence(self, batch: int, device: torch.device) -> None:
         self.reset()
         self.pad = torch.zeros(batch, 0, dtype=torch.bool, device=device)
@@ -106,12 +124,26 @@ class DecoderRunner(Runner):
             cache = forward_argument(module, args, kwargs, *_CACHE_NAMES)
             self._layer_cache = cache
             if layer == 0 and cache is not None:
+                if self._cache_ref is None or self._cache_ref() is not cache:
+                    _follow_row_selection(cache, self)
                 self._cache_ref = weakref.ref(cache)
 
         return hook
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """The cache kept rows `rows` (int64 [B'], beam search): select the same rows of the pruning state."""
+        if self.total == 0:
+            return
+        rows = rows.to(self.pad.device)
+        self.pad, self.importance, self.evicted_at = (t.index_select(0, rows)
+                                                      for t in (self.pad, self.importance, self.evicted_at))
+        self.kslots = [None if t is None else t.index_select(0, rows) for t in self.kslots]
+        self.kvalid = [None if t is None else t.index_select(0, rows) for t in self.kvalid]
+        if self.head_importance is not None:
+            self.head_importance = self.head_importance.index_select(0, rows)
+
     # ---- attention -------------------------------------------------------------------------------------------
-    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> torch.Tensor:
+    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict):
         batch, length = q.shape[0], q.shape[2]
         cache = self._layer_cache
         new_slots = self.query_slots.expand(batch, length)
@@ -171,3 +203,32 @@ class DecoderRunner(Runner):
         if sliding_window is not None:
             mask &= queries - keys < sliding_window
         return mask, False
+
+
+def _follow_row_selection(cache, runner: DecoderRunner) -> None:
+    """Make `cache` tell `runner` when beam search reorders or selects its rows, so the per-row pruning state
+    (importance, slots, padding, evictions, head importance) moves with the K/V rows.
+
+    The cache's own methods are wrapped on the instance (the class is untouched); the wrappers hold the runner
+    and the cache weakly and do nothing once the runner has moved on to another cache.
+    """
+    runner_ref, cache_ref = weakref.ref(runner), weakref.ref(cache)
+
+    def follow(name: str, rows_of):
+        original = getattr(type(cache), name, None)  # unbound: the wrapper must not keep the cache alive
+        if original is None or getattr(getattr(cache, name), "_spatten_follows", False):
+            return
+
+        def wrapper(arg):
+            original(cache_ref(), arg)
+            current = runner_ref()
+            if current is not None and current._cache_ref is not None and current._cache_ref() is cache_ref():
+                current.select_rows(rows_of(arg, current))
+
+        wrapper._spatten_follows = True
+        setattr(cache, name, wrapper)
+
+    follow("reorder_cache", lambda beam_idx, _: beam_idx)
+    follow("batch_select_indices", lambda indices, _: indices)
+    follow("batch_repeat_interleave",
+           lambda repeats, current: torch.arange(current.pad.shape[0]).repeat_interleave(repeats))

@@ -37,6 +37,7 @@ class EncoderRunner(Runner):
     # ---- hooks -----------------------------------------------------------------------------------------------
     def _begin(self, module, args, kwargs):
         batch, length, device = batch_and_length(args, kwargs)
+        self._read_forward_options(module, args, kwargs)
         mask = forward_argument(module, args, kwargs, "attention_mask")
         if mask is not None and mask.dim() != 2:
             raise UnsupportedModelError(f"spatten.patch takes a 2D attention_mask [batch, length]; got a "
@@ -98,7 +99,7 @@ class EncoderRunner(Runner):
         return output
 
     # ---- attention -------------------------------------------------------------------------------------------
-    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> torch.Tensor:
+    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict):
         if q.shape[2] != self.positions.shape[1]:
             raise RuntimeError(f"layer {layer}: attention sees {q.shape[2]} tokens, spatten kept "
                                f"{self.positions.shape[1]}; the encoder loop is not the one spatten hooks")

@@ -12,7 +12,7 @@ import torch
 
 from spatten.config import SpAttenConfig
 from spatten.patch import core, kernels
-from spatten.patch.compat import ModelSpec
+from spatten.patch.compat import ModelSpec, forward_argument
 from spatten.patch.recorder import LayerRecord, TraceRecorder
 
 
@@ -75,12 +75,13 @@ class Runner:
         self.head_importance: torch.Tensor | None = None  # float32 [B, H]
         self.head_alive: torch.Tensor | None = None  # bool [B, H], this forward
         self.last_kept_positions: list[torch.Tensor] = []
+        self.output_attentions = False  # this forward returns attention probabilities
 
     # ---- to override ---------------------------------------------------------------------------------------
     def install(self) -> list:
         raise NotImplementedError
 
-    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> torch.Tensor:
+    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
     def needs_importance(self, layer: int) -> bool:
@@ -90,6 +91,13 @@ class Runner:
         raise NotImplementedError
 
     # ---- shared ---------------------------------------------------------------------------------------------
+    def _read_forward_options(self, module, args: tuple, kwargs: dict) -> None:
+        """Options of the base model's forward call that change what the attention returns."""
+        requested = forward_argument(module, args, kwargs, "output_attentions")
+        if requested is None:
+            requested = getattr(getattr(module, "config", None), "output_attentions", False)
+        self.output_attentions = bool(requested)
+
     def _start_heads(self, batch: int, device: torch.device, keep_importance: bool = False) -> None:
         heads = self.spec.heads
         if not keep_importance or self.head_importance is None:
@@ -113,8 +121,10 @@ class Runner:
 
     def attend_layer(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kslot: torch.Tensor,
                      key_valid: torch.Tensor, query_valid: torch.Tensor, kv_len: torch.Tensor,
-                     mask: torch.Tensor | None, is_causal: bool, scaling: float, dropout: float) -> torch.Tensor:
-        """Attention for one layer plus importance and trace bookkeeping. Returns [B, Lq, Hq, D].
+                     mask: torch.Tensor | None, is_causal: bool, scaling: float, dropout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention for one layer plus importance and trace bookkeeping. Returns the output [B, Lq, Hq, D] and,
+        when the forward asked for output_attentions, the probabilities that multiplied V [B, Hq, Lq, Lk] (zeros on
+        pruned heads; the columns are the kept keys `kslot`), else None.
 
         q: [B, Hq, Lq, D]; k, v: [B, H_kv, Lk, D] already shortened by token pruning; kslot: int64 [B, Lk];
         key_valid: bool [B, Lk]; query_valid: bool [B, Lq]; kv_len: int64 [B] tokens seen (real ones).
@@ -122,7 +132,8 @@ class Runner:
         heads = self._choose_heads(layer)
         need_importance = self.config.prunes_tokens and self.needs_importance(layer)
         result = core.attend(q, k, v, mask, scaling, self.config, heads=heads, need_importance=need_importance,
-                             query_valid=query_valid, is_causal=is_causal, dropout=dropout)
+                             need_probs=self.output_attentions, query_valid=query_valid, is_causal=is_causal,
+                             dropout=dropout)
         # Importance only ranks tokens and heads: detached, so it never joins the autograd graph.
         if need_importance:
             # Summed over the heads that ran and the valid query rows; a padding key gets nothing.
@@ -131,7 +142,10 @@ class Runner:
         if self.config.prunes_heads:
             self.head_importance = kernels.head_importance(result.out.detach(), query_valid, self.head_importance)
         self._record(layer, heads, result, key_valid, query_valid, kv_len, need_importance)
-        return result.out.transpose(1, 2).contiguous()
+        probs = result.used_probs
+        if probs is not None and heads is not None:
+            probs = core.scatter_heads(probs, heads, self.spec.heads)
+        return result.out.transpose(1, 2).contiguous(), probs
 
     def _record(self, layer: int, heads: torch.Tensor | None, result: core.AttentionResult, key_valid: torch.Tensor,
                 query_valid: torch.Tensor, kv_len: torch.Tensor, accumulated: bool) -> None:
