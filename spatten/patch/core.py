@@ -48,12 +48,6 @@ def select_heads(x: torch.Tensor, groups: int, heads: torch.Tensor | None) -> to
     return x
 
 
-def fake_quantize(x: torch.Tensor, bits: int, per: str) -> torch.Tensor:
-    """Static linear quantization of x [..., L, D] to `bits` bits and back (float32)."""
-    msb, lsb, scale = kernels.quantize_msb_lsb(x, bits, 0, per)
-    return kernels.dequantize_msb_lsb(msb, lsb, scale, 0)
-
-
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -94,7 +88,7 @@ def attend(
 
     qh = select_heads(q, 1, heads)
     if config.v_bits is not None:
-        v = fake_quantize(v, config.v_bits, config.quant_group)
+        v = kernels.fake_quantize(v, config.v_bits, config.quant_group)
     vh = select_heads(v, groups, heads)
     if (need_importance and not need_probs and config.k_bits is None and not config.prunes_values
             and dropout == 0.0 and q.device.type == "cpu"):
@@ -107,11 +101,10 @@ def attend(
         return AttentionResult(out, None, None, None, importance)
     refetch = None
     if config.k_bits is not None:
-        msb_bits, lsb_bits = config.k_bits
-        k_msb, k_lsb, k_scale = kernels.quantize_msb_lsb(k, msb_bits, lsb_bits, config.quant_group)
-        out, probs, refetch = kernels.progressive_attention(
-            qh, select_heads(k_msb, groups, heads), select_heads(k_lsb, groups, heads),
-            select_heads(k_scale, groups, heads), vh, mask, config.refetch_threshold, lsb_bits, scaling)
+        # Quantizing the repeated heads gives the same codes (the scale groups lie within a KV head).
+        out, probs, refetch = kernels.quantized_attention(qh, select_heads(k, groups, heads), vh, mask,
+                                                          config.refetch_threshold, *config.k_bits,
+                                                          config.quant_group, scaling)
     else:
         # Scale q, not the [Lq, Lk] logits, and work in place: these maps are the largest tensors of a forward.
         logits = (qh.float() * scaling) @ select_heads(k, groups, heads).float().transpose(-1, -2)
