@@ -204,3 +204,26 @@ def opcheck_cases():
 def test_opcheck(case):
     op, args = opcheck_cases()[case]
     torch.library.opcheck(op, args)
+
+
+def test_backward_results_do_not_depend_on_the_thread_count():
+    q, k, v = tensors((2, 6, 40, 16), (2, 6, 50, 16), (2, 6, 50, 16), dtype=torch.float32, requires_grad=False)
+    g = torch.randn(2, 6, 40, 16, generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(40, 50, dtype=torch.bool).tril(10)[None, None]
+    k_msb, k_lsb, k_scale = quantized(k)
+    out, probs, refetch = ops.progressive_attention(q, k_msb, k_lsb, k_scale, v, mask, 0.3, 4, 0.25)
+    kept = ops.local_value_attention(probs, v, 7)[1]
+    s = torch.ops.spatten
+    calls = [lambda: s.attention_backward(g, q, k, v, mask, 0.25),
+             lambda: s.progressive_attention_backward(g, probs, q, k_msb, k_lsb, k_scale, v, probs, refetch, 4, 0.25),
+             lambda: s.local_value_attention_backward(g, probs, v, kept)]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = [call() for call in calls]
+        torch.set_num_threads(2)
+        multi = [call() for call in calls]
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(single, multi):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
