@@ -63,8 +63,9 @@ def local_value_attention(
     """Local value pruning: each query row uses only the V rows of its k largest probabilities.
 
     probs: [B, H, Lq, Lk]; v: [B, H, Lk, D]; k in [0, Lk]. Returns
-    out float32 [B, H, Lq, D] = sum over kept j of probs[.., j] * v[.., j, :] (no renormalisation),
+    out [B, H, Lq, D] (compute dtype) = sum over kept j of probs[.., j] * v[.., j, :] (no renormalisation),
     kept int64 [B, H, Lq, k] (topk_indices order and ties), values_fetched int64 [B, H] (distinct V rows used).
+    Gradient: to probs and v through out, exact with the kept positions held fixed (0 outside a row's top k).
     """
     return torch.ops.spatten.local_value_attention(probs, v, k)
 
@@ -75,7 +76,8 @@ def quantize_msb_lsb(
     """Symmetric linear quantization to msb_bits + lsb_bits bits, split into MSB and LSB parts.
 
     x: [..., L, D]; per: "head" (one scale per [L, D] slice) or "token" (one per row). Returns msb int16 and
-    lsb int16 [..., L, D] (lsb in [0, 2^lsb_bits)) and scale float32 [..., 1, 1] or [..., L, 1], with
+    lsb int16 [..., L, D] (lsb in [0, 2^lsb_bits)) and scale [..., 1, 1] or [..., L, 1] (float32; float64 for
+    float64 x), with
     q = clamp(round_half_even(x / scale), -qmax, qmax) = msb * 2^lsb_bits + lsb, qmax = 2^(b-1) - 1.
     Needs msb_bits >= 1, lsb_bits >= 0, 2 <= msb_bits + lsb_bits <= 16 and finite x.
     """
@@ -87,7 +89,8 @@ def dequantize_msb_lsb(
 ) -> torch.Tensor:
     """Inverse of quantize_msb_lsb; with lsb=None the missing LSBs are taken at their midpoint.
 
-    msb, lsb: int16 [..., L, D]; scale: float32 [..., 1, 1] or [..., L, 1]. Returns float32 [..., L, D]:
+    msb, lsb: int16 [..., L, D]; scale: float32/float64 [..., 1, 1] or [..., L, 1]. Returns [..., L, D] in the
+    scale's dtype:
     `(msb * 2^l + lsb) * scale`, or `(msb * 2^l + 2^(l-1)) * scale` without lsb (no offset when l = 0).
     """
     return torch.ops.spatten.dequantize_msb_lsb(msb, lsb, scale, lsb_bits)
@@ -109,8 +112,10 @@ def progressive_attention(
     q: [B, H, Lq, D]; k_msb, k_lsb, k_scale: quantize_msb_lsb of K [B, H, Lk, D]; v: [B, H, Lk, Dv];
     mask: bool broadcastable to [B, H, Lq, Lk] (True = may attend) or None. Probabilities are
     softmax(scaling * q @ K_msb^T) over allowed keys; rows whose max probability < threshold are recomputed from
-    MSB+LSB keys. Returns out float32 [B, H, Lq, Dv] = probs @ v, probs float32 [B, H, Lq, Lk] and
+    MSB+LSB keys. Returns (in the compute dtype) out [B, H, Lq, Dv] = probs @ v, probs [B, H, Lq, Lk] and
     refetch bool [B, H, Lq]. A row with no allowed key gives zeros and no refetch.
+    Gradient: to q and v through out and probs, exact for the keys each row used (refetch held fixed); none to
+    the codes or k_scale (use quantized_attention to reach K).
     """
     return torch.ops.spatten.progressive_attention(q, k_msb, k_lsb, k_scale, v, mask, threshold, lsb_bits, scaling)
 
@@ -154,8 +159,10 @@ def attention_with_importance(
     q: [B, H, Lq, D]; k: [B, H, Lk, D]; v: [B, H, Lk, Dv]; mask: bool broadcastable to [B, H, Lq, Lk]
     (True = may attend) or None; query_mask: bool [B, Lq] (True = real query row) or None.
     With probs = softmax(scaling * q @ k^T) over allowed keys (a row with no allowed key: all zeros), returns
-    out float32 [B, H, Lq, Dv] = probs @ v and importance float32 [B, Lk] =
+    out [B, H, Lq, Dv] (compute dtype) = probs @ v and importance float32 [B, Lk] =
     `token_importance(probs, query_mask)`, i.e. the sum over heads and valid query rows of probs.
+    Gradient: to q, k and v through out, exact (probabilities recomputed in the backward); importance is a
+    non-differentiable statistic.
     """
     return torch.ops.spatten.attention_with_importance(q, k, v, mask, scaling, query_mask)
 
