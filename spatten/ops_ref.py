@@ -1,7 +1,8 @@
 """Plain PyTorch references for every spatten op: slow, obvious, and the ground truth in tests.
 
-Signatures, shapes and errors match `spatten.ops` (see docs/contracts.md "Ops"), so a caller can fall back to
-these when the compiled ops are unavailable. Everything is computed in float32.
+Signatures, shapes and errors match `spatten.ops` (see docs/ops.md), so a caller can fall back to these when the
+compiled ops are unavailable. Everything is computed in float32, or in float64 when a float input is float64
+(`compute_dtype`), like the kernels; importance statistics are float32 always.
 """
 
 from __future__ import annotations
@@ -9,6 +10,26 @@ from __future__ import annotations
 import torch
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    """float64 when any given tensor is float64, else float32: the dtype the ops compute and return in."""
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def masked_softmax(op: str, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax of logits [..., Lk] over the allowed keys (mask True = may attend); a row with no allowed key is all
+    zeros. A NaN or infinite logit on an allowed key raises ValueError, as the kernels do (docs/ops.md)."""
+    allowed_finite = torch.isfinite(logits) if mask is None else torch.isfinite(logits) | ~mask
+    if not bool(allowed_finite.all()):
+        raise ValueError(f"spatten.{op}: non-finite attention logits (q or k holds NaN or Inf on an allowed key, "
+                         "or scaling * q.k overflows)")
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if mask is not None:
+        probs = torch.where(mask.any(dim=-1, keepdim=True), probs, 0.0)  # rows with no allowed key: NaN -> 0
+    return probs
 
 
 def _require_float(name: str, op: str, t: torch.Tensor) -> None:
@@ -134,9 +155,10 @@ def local_value_attention(
         raise ValueError(f"spatten.{op}: k must be in [0, {lk}] (Lk), got {k}")
     if torch.isnan(probs).any():
         raise ValueError(f"spatten.{op}: probs contain NaN")
-    kept = topk_indices(probs, k)
-    p = probs.float()
-    vf = v.float()
+    kept = topk_indices(probs, k)  # selected on float32-rounded probabilities, like the kernel
+    dtype = compute_dtype(probs, v)
+    p = probs.to(dtype)
+    vf = v.to(dtype)
     kept_probs = torch.gather(p, -1, kept)  # [B, H, Lq, k]
     kept_v = torch.gather(vf.unsqueeze(2).expand(b, h, lq, lk, vf.shape[-1]), 3,
                           kept[..., None].expand(b, h, lq, k, vf.shape[-1]))  # [B, H, Lq, k, D]
@@ -169,16 +191,17 @@ def quantize_msb_lsb(
     _check_bits(op, msb_bits, lsb_bits)
     if per not in ("head", "token"):
         raise ValueError(f"spatten.{op}: per must be 'head' or 'token', got {per!r}")
-    xf = x.float()
+    xf = x.to(compute_dtype(x))
     if not torch.isfinite(xf).all():
         raise ValueError(f"spatten.{op}: x contains NaN or Inf")
     qmax = 2 ** (msb_bits + lsb_bits - 1) - 1
     dims = (-2, -1) if per == "head" else (-1,)
     if xf.numel() == 0:
-        group_max = torch.zeros(x.shape[:-2] + ((1,) if per == "head" else (x.shape[-2],)) + (1,))
+        group_max = torch.zeros(x.shape[:-2] + ((1,) if per == "head" else (x.shape[-2],)) + (1,), dtype=xf.dtype)
     else:
         group_max = xf.abs().amax(dim=dims, keepdim=True)
-    tiniest = torch.finfo(torch.float32).smallest_normal * 2.0**-23  # smallest subnormal: x / scale stays finite
+    info = torch.finfo(xf.dtype)
+    tiniest = info.smallest_normal * info.eps  # the smallest subnormal: x / scale stays finite
     scale = torch.where(group_max > 0, torch.clamp_min(group_max / qmax, tiniest), 1.0)
     q = torch.clamp(torch.round(xf / scale), -qmax, qmax).to(torch.int32)
     msb = torch.div(q, 2**lsb_bits, rounding_mode="floor")
@@ -187,9 +210,9 @@ def quantize_msb_lsb(
 
 
 def _check_scale_layout(op: str, name: str, scale: torch.Tensor, values: torch.Tensor) -> None:
-    """scale must be float32 [..., 1, 1] or [..., L, 1] with leading dims broadcasting to values [..., L, D]."""
-    if scale.dtype != torch.float32:
-        raise TypeError(f"spatten.{op}: {name} must be float32, got {scale.dtype}")
+    """scale must be float32/float64 [..., 1, 1] or [..., L, 1] with leading dims broadcasting to values [..., L, D]."""
+    if scale.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"spatten.{op}: {name} must be float32 or float64, got {scale.dtype}")
     layout_ok = (
         scale.dim() == values.dim()
         and scale.shape[-1] == 1
@@ -209,7 +232,7 @@ def dequantize_msb_lsb(
     """Reference for spatten.ops.dequantize_msb_lsb.
 
     msb, lsb: int16 [..., L, D]; scale: float32 broadcastable ([..., 1, 1] or [..., L, 1]). Without lsb the
-    missing LSBs are taken at their midpoint 2^(lsb_bits-1). Returns float32 [..., L, D].
+    missing LSBs are taken at their midpoint 2^(lsb_bits-1). Returns [..., L, D] in the scale's dtype.
     """
     op = "dequantize_msb_lsb"
     if msb.dtype != torch.int16:
@@ -226,7 +249,7 @@ def dequantize_msb_lsb(
     _check_scale_layout(op, "scale", scale, msb)
     low = lsb.to(torch.int32) if lsb is not None else (2 ** (lsb_bits - 1) if lsb_bits > 0 else 0)
     q = msb.to(torch.int32) * 2**lsb_bits + low
-    return q.float() * scale
+    return q.to(scale.dtype) * scale
 
 
 def progressive_attention(
@@ -265,16 +288,13 @@ def progressive_attention(
         raise ValueError(f"spatten.{op}: threshold is NaN")
     if not abs(scaling) < float("inf"):
         raise ValueError(f"spatten.{op}: scaling must be finite, got {scaling}")
-    k_coarse = dequantize_msb_lsb(k_msb, None, k_scale, lsb_bits)
-    k_full = dequantize_msb_lsb(k_msb, k_lsb, k_scale, lsb_bits)
-    qf = q.float()
+    dtype = compute_dtype(q, v, k_scale)
+    k_coarse = dequantize_msb_lsb(k_msb, None, k_scale.to(dtype), lsb_bits)
+    k_full = dequantize_msb_lsb(k_msb, k_lsb, k_scale.to(dtype), lsb_bits)
+    qf = q.to(dtype)
 
     def softmax_probs(keys: torch.Tensor) -> torch.Tensor:
-        logits = scaling * (qf @ keys.transpose(-1, -2))
-        if mask is not None:
-            logits = logits.masked_fill(~mask, float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
-        return torch.nan_to_num(probs, nan=0.0)  # rows with no allowed key: all -inf -> NaN -> 0
+        return masked_softmax(op, scaling * (qf @ keys.transpose(-1, -2)), mask)
 
     coarse = softmax_probs(k_coarse)
     has_key = mask.any(dim=-1) if mask is not None else torch.full((b, h, lq), lk > 0)
@@ -283,7 +303,7 @@ def progressive_attention(
     else:
         refetch = has_key
     probs = torch.where(refetch[..., None], softmax_probs(k_full), coarse)
-    return probs @ v.float(), probs, refetch
+    return probs @ v.to(dtype), probs, refetch
 
 
 def attention_with_importance(
@@ -316,8 +336,6 @@ def attention_with_importance(
     mask = _expand_attention_mask(op, mask, (b, h, lq, lk))
     if query_mask is not None:
         _require_bool_mask("query_mask", op, query_mask, (b, lq))
-    logits = scaling * (q.float() @ k.float().transpose(-1, -2))
-    if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(logits, dim=-1).nan_to_num(nan=0.0)  # rows with no allowed key: all -inf -> NaN -> 0
-    return probs @ v.float(), token_importance(probs, query_mask)
+    dtype = compute_dtype(q, k, v)
+    probs = masked_softmax(op, scaling * (q.to(dtype) @ k.to(dtype).transpose(-1, -2)), mask)
+    return probs @ v.to(dtype), token_importance(probs, query_mask)

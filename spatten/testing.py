@@ -82,24 +82,43 @@ def tiny_model(family: str, *, layers: int = 4, heads: int = 4, hidden: int = 32
 
 
 def random_batch(model, *, batch: int = 2, length: int = 12, pad: int = 0, left_pad: bool | None = None,
-                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                 seed: int = 0, lengths: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Random token ids [batch, length] and a 0/1 attention mask [batch, length].
 
     The last row is shortened by `pad` padding tokens, on the left for decoders and on the right for encoders
-    unless `left_pad` says otherwise. Special ids (< 3) are avoided in the content.
+    unless `left_pad` says otherwise. lengths: instead of `pad`, the real length of every row (batch and length
+    follow from it: len(lengths) rows, max(lengths) columns). Special ids (< 3) are avoided in the content.
     """
+    if lengths is not None:
+        if pad or not lengths or min(lengths) < 1:
+            raise ValueError(f"lengths must be positive row lengths, without pad; got {lengths} and pad={pad}")
+        batch, length = len(lengths), max(lengths)
+    elif pad and not 0 < pad < length:
+        raise ValueError(f"pad must be in [0, length), got {pad}")
+    else:
+        lengths = [length] * (batch - 1) + [length - pad] if batch else []
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, model.config.vocab_size, (batch, length), generator=gen)
     mask = torch.ones(batch, length, dtype=torch.long)
-    if pad:
-        if not 0 < pad < length:
-            raise ValueError(f"pad must be in [0, length), got {pad}")
-        if left_pad is None:
-            left_pad = not _is_encoder(model)
-        cols = slice(0, pad) if left_pad else slice(length - pad, length)
-        mask[-1, cols] = 0
-        ids[-1, cols] = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    if left_pad is None:
+        left_pad = not _is_encoder(model)
+    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    for row, real in enumerate(lengths):
+        if real < length:
+            cols = slice(0, length - real) if left_pad else slice(real, length)
+            mask[row, cols] = 0
+            ids[row, cols] = pad_id
     return ids, mask
+
+
+def real_tokens(ids: torch.Tensor, mask: torch.Tensor, row: int) -> torch.Tensor:
+    """Row `row` of a padded batch without its padding: ids [1, real length]."""
+    return ids[row][mask[row].bool()][None]
+
+
+def padding_offset(mask: torch.Tensor, row: int) -> int:
+    """Columns of left padding before row `row`'s first real token (0 for right padding)."""
+    return int(mask[row].long().argmax())
 
 
 def _is_encoder(model) -> bool:

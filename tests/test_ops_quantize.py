@@ -147,7 +147,7 @@ def test_dequantize_bad_inputs():
         with pytest.raises(ValueError, match=r"scale must be \[..., 1, 1\]"):
             impl.dequantize_msb_lsb(msb, lsb, scale[:, :2], 4)
         with pytest.raises(TypeError, match="scale must be"):
-            impl.dequantize_msb_lsb(msb, lsb, scale.double(), 4)
+            impl.dequantize_msb_lsb(msb, lsb, scale.half(), 4)
         with pytest.raises(ValueError, match=r"lsb_bits must be in \[0, 15\]"):
             impl.dequantize_msb_lsb(msb, lsb, scale, 16)
 

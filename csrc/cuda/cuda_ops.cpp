@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <initializer_list>
 #include <limits>
 #include <optional>
 #include <string_view>
@@ -39,6 +40,21 @@ void CheckAccumulator(const char* op, const at::Tensor& acc, at::IntArrayRef sha
               acc.scalar_type());
   TORCH_CHECK_VALUE(acc.sizes() == shape, "spatten.", op, ": accumulator must have shape ", shape, ", got ", acc.sizes());
   CheckCuda(op, "accumulator", acc);
+}
+
+// float64 when any defined input is float64, else float32: the dtype the CPU kernels compute and return in.
+at::ScalarType ComputeDtype(std::initializer_list<at::Tensor> inputs) {
+  for (const at::Tensor& t : inputs)
+    if (t.defined() && t.scalar_type() == at::kDouble) return at::kDouble;
+  return at::kFloat;
+}
+
+// A NaN or infinite logit on an allowed key raises, as on the CPU (docs/ops.md "Non-finite values").
+void CheckFiniteLogits(const char* op, const at::Tensor& logits, const std::optional<at::Tensor>& allowed) {
+  at::Tensor ok = logits.isfinite();
+  if (allowed) ok = ok.logical_or(allowed->logical_not());
+  TORCH_CHECK_VALUE(ok.all().item<bool>(), "spatten.", op, ": non-finite attention logits (q or k holds NaN or Inf ",
+                    "on an allowed key, or scaling * q.k overflows)");
 }
 
 }  // namespace
@@ -119,9 +135,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_value_attention_cuda(const 
   TORCH_CHECK_VALUE(k >= 0 && k <= lk, "spatten.local_value_attention: k must be in [0, ", lk, "] (Lk), got ", k);
   CheckCuda(op, "v", v);
   const at::Tensor kept = topk_indices_cuda(probs, k);                       // [B, H, Lq, k]
-  const at::Tensor p = probs.to(at::kFloat);
+  const at::ScalarType dtype = ComputeDtype({probs, v});
+  const at::Tensor p = probs.to(dtype);
   const at::Tensor kept_probs = p.gather(-1, kept);                          // [B, H, Lq, k]
-  const at::Tensor vf = v.to(at::kFloat);
+  const at::Tensor vf = v.to(dtype);
   // Gather the kept V rows per query row: [B, H, Lq*k, D], then a batched weighted sum.
   const at::Tensor kept_v = vf.gather(2, kept.reshape({b, h, lq * k, 1}).expand({b, h, lq * k, d}))
                                 .view({b, h, lq, k, d});
@@ -142,7 +159,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_msb_lsb_cuda(const at::T
               "2 <= msb_bits + lsb_bits <= 16, got msb_bits=", msb_bits, ", lsb_bits=", lsb_bits);
   TORCH_CHECK_VALUE(per == "head" || per == "token", "spatten.quantize_msb_lsb: per must be 'head' or 'token', got '",
               std::string(per), "'");
-  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor xf = x.to(ComputeDtype({x}));
   TORCH_CHECK_VALUE(xf.isfinite().all().item<bool>(), "spatten.quantize_msb_lsb: x contains NaN or Inf");
   const double qmax = static_cast<double>((1 << (msb_bits + lsb_bits - 1)) - 1);
   at::Tensor group_max;
@@ -157,7 +174,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_msb_lsb_cuda(const at::T
     group_max = xf.abs().amax({-1}, /*keepdim=*/true);
   }
   // Floor at the smallest subnormal so that x / scale stays finite (as the CPU kernel does).
-  const double tiniest = std::numeric_limits<float>::denorm_min();
+  const double tiniest = xf.scalar_type() == at::kDouble ? std::numeric_limits<double>::denorm_min()
+                                                         : std::numeric_limits<float>::denorm_min();
   const at::Tensor scale =
       at::where(group_max > 0, at::clamp_min(group_max / qmax, tiniest), at::ones({}, group_max.options()));
   const at::Tensor q = at::clamp(at::round(xf / scale), -qmax, qmax).to(at::kInt);
@@ -170,8 +188,8 @@ at::Tensor dequantize_msb_lsb_cuda(const at::Tensor& msb, const std::optional<at
                                    const at::Tensor& scale, int64_t lsb_bits) {
   TORCH_CHECK_TYPE(msb.scalar_type() == at::kShort, "spatten.dequantize_msb_lsb: msb must be int16, got ",
               msb.scalar_type());
-  TORCH_CHECK_TYPE(scale.scalar_type() == at::kFloat, "spatten.dequantize_msb_lsb: scale must be float32, got ",
-              scale.scalar_type());
+  TORCH_CHECK_TYPE(scale.scalar_type() == at::kFloat || scale.scalar_type() == at::kDouble,
+                   "spatten.dequantize_msb_lsb: scale must be float32 or float64, got ", scale.scalar_type());
   TORCH_CHECK_VALUE(lsb_bits >= 0 && lsb_bits <= 15, "spatten.dequantize_msb_lsb: lsb_bits must be in [0, 15], got ",
               lsb_bits);
   at::Tensor q = msb.to(at::kInt) * (1 << lsb_bits);
@@ -184,7 +202,7 @@ at::Tensor dequantize_msb_lsb_cuda(const at::Tensor& msb, const std::optional<at
   } else if (lsb_bits > 0) {
     q = q + (1 << (lsb_bits - 1));  // midpoint of the LSBs not fetched
   }
-  return q.to(at::kFloat) * scale;
+  return q.to(scale.scalar_type()) * scale;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> progressive_attention_cuda(
@@ -209,21 +227,62 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> progressive_attention_cuda(
                 "(True = may attend), got ", mask->scalar_type());
     allowed = mask->expand({b, h, lq, lk});
   }
-  const at::Tensor qf = q.to(at::kFloat);
+  const at::ScalarType dtype = ComputeDtype({q, v, k_scale});
+  const at::Tensor qf = q.to(dtype);
+  const at::Tensor scale = k_scale.to(dtype);
   auto softmax_probs = [&](const at::Tensor& keys) {
     at::Tensor logits = at::matmul(qf, keys.transpose(-1, -2)) * scaling;
-    if (allowed) logits = logits.masked_fill(allowed->logical_not(), -std::numeric_limits<float>::infinity());
+    CheckFiniteLogits(op, logits, allowed);
+    if (allowed) logits = logits.masked_fill(allowed->logical_not(), -std::numeric_limits<double>::infinity());
     return at::nan_to_num(at::softmax(logits, -1), 0.0);  // a row with no allowed key: NaN -> 0
   };
-  const at::Tensor coarse = softmax_probs(dequantize_msb_lsb_cuda(k_msb, std::nullopt, k_scale, lsb_bits));
+  const at::Tensor coarse = softmax_probs(dequantize_msb_lsb_cuda(k_msb, std::nullopt, scale, lsb_bits));
   const at::Tensor has_key = allowed ? allowed->any(-1) : at::full({b, h, lq}, lk > 0, q.options().dtype(at::kBool));
   const at::Tensor refetch = lk > 0 ? has_key.logical_and(coarse.amax(-1) < threshold) : has_key;
   at::Tensor probs = coarse;
   if (refetch.any().item<bool>()) {
-    const at::Tensor fine = softmax_probs(dequantize_msb_lsb_cuda(k_msb, k_lsb, k_scale, lsb_bits));
+    const at::Tensor fine = softmax_probs(dequantize_msb_lsb_cuda(k_msb, k_lsb, scale, lsb_bits));
     probs = at::where(refetch.unsqueeze(-1), fine, coarse);
   }
-  return {at::matmul(probs, v.to(at::kFloat)), probs, refetch};
+  return {at::matmul(probs, v.to(dtype)), probs, refetch};
+}
+
+// Backward kernels of the autograd formulas in spatten/ops.py, in ATen (same formulas as
+// csrc/kernels/attention_backward.h and local_value.h; scatter_add sums in an unspecified order on the GPU).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> progressive_attention_backward_cuda(
+    const std::optional<at::Tensor>& grad_out, const std::optional<at::Tensor>& grad_probs, const at::Tensor& q,
+    const at::Tensor& k_msb, const at::Tensor& k_lsb, const at::Tensor& k_scale, const at::Tensor& v,
+    const at::Tensor& probs, const at::Tensor& refetch, int64_t lsb_bits, double scaling) {
+  const at::ScalarType dtype = ComputeDtype({q, v, k_scale});
+  const at::Tensor qf = q.to(dtype), vf = v.to(dtype), p = probs.to(dtype), scale = k_scale.to(dtype);
+  at::Tensor dp = at::zeros_like(p);
+  at::Tensor grad_v = at::zeros_like(vf);
+  if (grad_out) {
+    const at::Tensor go = grad_out->to(dtype);
+    dp = at::matmul(go, vf.transpose(-1, -2));
+    grad_v = at::matmul(p.transpose(-1, -2), go);
+  }
+  if (grad_probs) dp = dp + grad_probs->to(dtype);
+  const at::Tensor ds = p * (dp - (dp * p).sum(-1, /*keepdim=*/true)) * scaling;
+  const at::Tensor coarse = dequantize_msb_lsb_cuda(k_msb, std::nullopt, scale, lsb_bits);
+  const at::Tensor full = dequantize_msb_lsb_cuda(k_msb, k_lsb, scale, lsb_bits);
+  const at::Tensor grad_q = at::where(refetch.unsqueeze(-1), at::matmul(ds, full), at::matmul(ds, coarse));
+  const at::Tensor grad_k = at::matmul(ds.transpose(-1, -2), qf);
+  return {grad_q, grad_k, grad_v};
+}
+
+std::tuple<at::Tensor, at::Tensor> local_value_attention_backward_cuda(const at::Tensor& grad_out,
+                                                                       const at::Tensor& probs, const at::Tensor& v,
+                                                                       const at::Tensor& kept) {
+  const at::ScalarType dtype = ComputeDtype({probs, v, grad_out});
+  const at::Tensor p = probs.to(dtype), vf = v.to(dtype), go = grad_out.to(dtype);
+  const int64_t b = p.size(0), h = p.size(1), lq = p.size(2), k = kept.size(3), d = vf.size(3);
+  const at::Tensor rows = kept.reshape({b, h, lq * k, 1}).expand({b, h, lq * k, d});
+  const at::Tensor kept_v = vf.gather(2, rows).view({b, h, lq, k, d});
+  const at::Tensor grad_probs = at::zeros_like(p).scatter(-1, kept, (go.unsqueeze(3) * kept_v).sum(-1));
+  const at::Tensor contributions = (p.gather(-1, kept).unsqueeze(-1) * go.unsqueeze(3)).reshape({b, h, lq * k, d});
+  const at::Tensor grad_v = at::zeros_like(vf).scatter_add(2, rows, contributions);
+  return {grad_probs, grad_v};
 }
 
 }  // namespace spatten::cuda_ops
@@ -237,4 +296,6 @@ TORCH_LIBRARY_IMPL(spatten, CUDA, m) {
   m.impl("quantize_msb_lsb", &quantize_msb_lsb_cuda);
   m.impl("dequantize_msb_lsb", &dequantize_msb_lsb_cuda);
   m.impl("progressive_attention", &progressive_attention_cuda);
+  m.impl("progressive_attention_backward", &progressive_attention_backward_cuda);
+  m.impl("local_value_attention_backward", &local_value_attention_backward_cuda);
 }

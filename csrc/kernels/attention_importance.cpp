@@ -2,6 +2,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/masked_softmax.h"
@@ -9,20 +10,31 @@
 namespace spatten {
 namespace {
 
-using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstMap = Eigen::Map<const RowMajor>;
-using Map = Eigen::Map<RowMajor>;
+template <typename T>
+using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 // Eigen's vectorized row reductions (max, sum in the softmax) peel unaligned leading elements, so their summation
 // order follows the address. The scratch is therefore used from a 64-byte boundary: every row then has the same
 // alignment whichever thread's buffer it lives in, and results do not depend on the thread count.
-constexpr size_t kAlignFloats = 16;
+constexpr size_t kAlignBytes = 64;
 
-float* aligned(std::vector<float>& buffer, size_t floats) {
-  buffer.resize(floats + kAlignFloats);
+template <typename T>
+T* aligned(std::vector<T>& buffer, size_t count) {
+  buffer.resize(count + kAlignBytes / sizeof(T));
   const auto address = reinterpret_cast<std::uintptr_t>(buffer.data());
-  const size_t skip = ((64 - address % 64) % 64) / sizeof(float);
+  const size_t skip = ((kAlignBytes - address % kAlignBytes) % kAlignBytes) / sizeof(T);
   return buffer.data() + skip;
+}
+
+// Softmax of `rows` logit rows starting at query row `start`, in place; false on a non-finite allowed logit.
+template <typename T>
+bool softmax_rows(const AttentionHeadInputsT<T>& in, int64_t start, int64_t rows, int64_t lk, T* logits) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = start + r;
+    const bool* mask_row = in.mask ? in.mask + i * in.mask_row_stride : nullptr;
+    if (std::isnan(masked_softmax_row(logits + r * lk, mask_row, in.mask_col_stride, lk))) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -32,15 +44,19 @@ int64_t default_block_rows(int64_t lk) {
   return std::clamp<int64_t>(kBlockFloats / std::max<int64_t>(lk, 1), 16, 64);
 }
 
-void attention_with_importance_head(const AttentionHeadInputs& in, const AttentionParams& p, float* out,
-                                    float* importance, AttentionScratch& scratch) {
+template <typename T>
+bool attention_with_importance_head(const AttentionHeadInputsT<T>& in, const AttentionParamsT<T>& p, T* out,
+                                    T* importance, AttentionScratchT<T>& scratch) {
+  using ConstMap = Eigen::Map<const RowMajor<T>>;
+  using Map = Eigen::Map<RowMajor<T>>;
+  using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
   const int64_t lq = p.lq, lk = p.lk, d = p.d, dv = p.dv;
   const int64_t block = std::max<int64_t>(1, std::min(p.block_rows, lq));
-  float* q_block = aligned(scratch.q_block, static_cast<size_t>(block * d));
-  float* logits_block = aligned(scratch.logits, static_cast<size_t>(block * lk));
+  T* q_block = aligned(scratch.q_block, static_cast<size_t>(block * d));
+  T* logits_block = aligned(scratch.logits, static_cast<size_t>(block * lk));
   ConstMap keys(in.k, lk, d);
   ConstMap values(in.v, lk, dv);
-  Eigen::Map<Eigen::ArrayXf> imp(importance, lk);
+  Eigen::Map<Array> imp(importance, lk);
   imp.setZero();
 
   for (int64_t start = 0; start < lq; start += block) {
@@ -49,15 +65,33 @@ void attention_with_importance_head(const AttentionHeadInputs& in, const Attenti
     qb = ConstMap(in.q + start * d, rows, d) * p.scaling;  // scaling folded into q, not the [rows, lk] logits
     Map logits(logits_block, rows, lk);
     logits.noalias() = qb * keys.transpose();
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = start + r;
-      float* row = logits_block + r * lk;
-      const bool* mask_row = in.mask ? in.mask + i * in.mask_row_stride : nullptr;
-      masked_softmax_row(row, mask_row, in.mask_col_stride, lk);
-      if (!in.query_mask || in.query_mask[i]) imp += Eigen::Map<const Eigen::ArrayXf>(row, lk);
-    }
+    if (!softmax_rows(in, start, rows, lk, logits_block)) return false;
+    for (int64_t r = 0; r < rows; ++r)
+      if (!in.query_mask || in.query_mask[start + r]) imp += Eigen::Map<const Array>(logits_block + r * lk, lk);
     Map(out + start * dv, rows, dv).noalias() = logits * values;
   }
+  return true;
 }
+
+template <typename T>
+bool attention_probs_head(const AttentionHeadInputsT<T>& in, const AttentionParamsT<T>& p, T* probs,
+                          std::vector<T>& q_scaled) {
+  using ConstMap = Eigen::Map<const RowMajor<T>>;
+  using Map = Eigen::Map<RowMajor<T>>;
+  q_scaled.resize(static_cast<size_t>(p.lq * p.d));
+  Map qs(q_scaled.data(), p.lq, p.d);
+  qs = ConstMap(in.q, p.lq, p.d) * p.scaling;
+  Map(probs, p.lq, p.lk).noalias() = qs * ConstMap(in.k, p.lk, p.d).transpose();
+  return softmax_rows(in, 0, p.lq, p.lk, probs);
+}
+
+#define SPATTEN_INSTANTIATE(T)                                                                                    \
+  template bool attention_with_importance_head<T>(const AttentionHeadInputsT<T>&, const AttentionParamsT<T>&, T*, \
+                                                  T*, AttentionScratchT<T>&);                                     \
+  template bool attention_probs_head<T>(const AttentionHeadInputsT<T>&, const AttentionParamsT<T>&, T*,            \
+                                        std::vector<T>&);
+SPATTEN_INSTANTIATE(float)
+SPATTEN_INSTANTIATE(double)
+#undef SPATTEN_INSTANTIATE
 
 }  // namespace spatten

@@ -37,4 +37,20 @@ std::tuple<at::Tensor, at::Tensor> attention_with_importance_cpu(const at::Tenso
                                                                  double scaling,
                                                                  const std::optional<at::Tensor>& query_mask);
 
+// Backward ops (autograd formulas registered in spatten/ops.py; see docs/ops.md).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu(const at::Tensor& grad_out,
+                                                                      const at::Tensor& q, const at::Tensor& k,
+                                                                      const at::Tensor& v,
+                                                                      const std::optional<at::Tensor>& mask,
+                                                                      double scaling);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> progressive_attention_backward_cpu(
+    const std::optional<at::Tensor>& grad_out, const std::optional<at::Tensor>& grad_probs, const at::Tensor& q,
+    const at::Tensor& k_msb, const at::Tensor& k_lsb, const at::Tensor& k_scale, const at::Tensor& v,
+    const at::Tensor& probs, const at::Tensor& refetch, int64_t lsb_bits, double scaling);
+
+std::tuple<at::Tensor, at::Tensor> local_value_attention_backward_cpu(const at::Tensor& grad_out,
+                                                                      const at::Tensor& probs, const at::Tensor& v,
+                                                                      const at::Tensor& kept);
+
 }  // namespace spatten::torch_ops

@@ -1,14 +1,61 @@
-// ATen adapter for attention fused with token importance: one kernel call per (batch, head), in parallel; the
-// per-head importance goes to a [B, H, Lk] scratch that is summed over heads afterwards in a fixed order.
+// ATen adapters for attention fused with token importance and its backward: one kernel call per (batch, head), in
+// parallel; the per-head importance goes to a [B, H, Lk] scratch that is summed over heads afterwards in a fixed
+// order. float64 inputs run the double kernels (gradcheck); everything else computes in float32.
 #include <ATen/Parallel.h>
 
+#include <atomic>
 #include <cmath>
 
 #include "adapters.h"
 #include "checks.h"
+#include "kernels/attention_backward.h"
 #include "kernels/attention_importance.h"
 
 namespace spatten::torch_ops {
+namespace {
+
+// The validated inputs of one attention call, shared by forward and backward.
+struct AttentionCall {
+  int64_t b, h, lq, d, lk, dv;
+  at::ScalarType dtype;
+  at::Tensor q, k, v, mask, query_mask;  // contiguous in dtype; mask: expanded view; undefined when absent
+};
+
+AttentionCall checked_attention(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const std::optional<at::Tensor>& mask, double scaling) {
+  check_float_4d(op, "q", q, "[B, H, Lq, D]");
+  check_float_4d(op, "k", k, "[B, H, Lk, D]");
+  check_float_4d(op, "v", v, "[B, H, Lk, Dv]");
+  AttentionCall c{};
+  c.b = q.size(0), c.h = q.size(1), c.lq = q.size(2), c.d = q.size(3), c.lk = k.size(2), c.dv = v.size(3);
+  TORCH_CHECK_VALUE(k.size(0) == c.b && k.size(1) == c.h && k.size(3) == c.d, op,
+                    ": k must have shape [B, H, Lk, D] with B, H, D = ", c.b, ", ", c.h, ", ", c.d, " from q, got ",
+                    k.sizes());
+  TORCH_CHECK_VALUE(v.size(0) == c.b && v.size(1) == c.h && v.size(2) == c.lk, op,
+                    ": v must have shape [B, H, Lk, Dv] with B, H, Lk = ", c.b, ", ", c.h, ", ", c.lk,
+                    " from q and k, got ", v.sizes());
+  TORCH_CHECK_VALUE(std::isfinite(scaling), op, ": scaling must be finite, got ", scaling);
+  c.mask = checked_attention_mask(op, mask, {c.b, c.h, c.lq, c.lk});
+  c.dtype = compute_dtype({q, k, v});
+  c.q = as_contiguous(q, c.dtype);
+  c.k = as_contiguous(k, c.dtype);
+  c.v = as_contiguous(v, c.dtype);
+  return c;
+}
+
+template <typename T>
+spatten::AttentionHeadInputsT<T> head_inputs(const AttentionCall& c, int64_t bh) {
+  const int64_t bi = bh / c.h, hi = bh % c.h;
+  spatten::AttentionHeadInputsT<T> in{};
+  in.q = c.q.data_ptr<T>() + bh * c.lq * c.d;
+  in.k = c.k.data_ptr<T>() + bh * c.lk * c.d;
+  in.v = c.v.data_ptr<T>() + bh * c.lk * c.dv;
+  set_head_mask(in, c.mask, bi, hi);
+  in.query_mask = c.query_mask.defined() ? c.query_mask.data_ptr<bool>() + bi * c.lq : nullptr;
+  return in;
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> attention_with_importance_cpu(const at::Tensor& q, const at::Tensor& k,
                                                                  const at::Tensor& v,
@@ -16,70 +63,81 @@ std::tuple<at::Tensor, at::Tensor> attention_with_importance_cpu(const at::Tenso
                                                                  double scaling,
                                                                  const std::optional<at::Tensor>& query_mask) {
   constexpr const char* op = "spatten.attention_with_importance";
-  check_float_4d(op, "q", q, "[B, H, Lq, D]");
-  check_float_4d(op, "k", k, "[B, H, Lk, D]");
-  check_float_4d(op, "v", v, "[B, H, Lk, Dv]");
-  const int64_t b = q.size(0), h = q.size(1), lq = q.size(2), d = q.size(3), lk = k.size(2), dv = v.size(3);
-  TORCH_CHECK_VALUE(k.size(0) == b && k.size(1) == h && k.size(3) == d, op,
-                    ": k must have shape [B, H, Lk, D] with B, H, D = ", b, ", ", h, ", ", d, " from q, got ",
-                    k.sizes());
-  TORCH_CHECK_VALUE(v.size(0) == b && v.size(1) == h && v.size(2) == lk, op,
-                    ": v must have shape [B, H, Lk, Dv] with B, H, Lk = ", b, ", ", h, ", ", lk, " from q and k, got ",
-                    v.sizes());
-  TORCH_CHECK_VALUE(std::isfinite(scaling), op, ": scaling must be finite, got ", scaling);
+  AttentionCall c = checked_attention(op, q, k, v, mask, scaling);
+  if (query_mask.has_value()) c.query_mask = checked_mask(op, "query_mask", *query_mask, {c.b, c.lq});
+  at::Tensor out = at::empty({c.b, c.h, c.lq, c.dv}, q.options().dtype(c.dtype));
+  at::Tensor importance = at::zeros({c.b, c.lk}, q.options().dtype(at::kFloat));
+  if (c.b * c.h == 0) return {out, importance};
+  at::Tensor per_head = at::empty({c.b, c.h, c.lk}, q.options().dtype(c.dtype));
 
-  const at::Tensor mask_view = checked_attention_mask(op, mask, {b, h, lq, lk});
-  at::Tensor query_mask_c;
-  if (query_mask.has_value()) query_mask_c = checked_mask(op, "query_mask", *query_mask, {b, lq});
-
-  const at::Tensor qf = as_contiguous_float(q);
-  const at::Tensor kf = as_contiguous_float(k);
-  const at::Tensor vf = as_contiguous_float(v);
-  const auto f32 = q.options().dtype(at::kFloat);
-  at::Tensor out = at::empty({b, h, lq, dv}, f32);
-  at::Tensor importance = at::zeros({b, lk}, f32);
-  if (b * h == 0) return {out, importance};
-  at::Tensor per_head = at::empty({b, h, lk}, f32);
-
-  const int64_t block_rows = spatten::default_block_rows(lk);
-  const spatten::AttentionParams params{lq, lk, d, dv, static_cast<float>(scaling), block_rows};
-  const float* q_ptr = qf.data_ptr<float>();
-  const float* k_ptr = kf.data_ptr<float>();
-  const float* v_ptr = vf.data_ptr<float>();
-  const bool* mask_ptr = mask_view.defined() ? mask_view.data_ptr<bool>() : nullptr;
-  const bool* qmask_ptr = query_mask_c.defined() ? query_mask_c.data_ptr<bool>() : nullptr;
-  float* out_ptr = out.data_ptr<float>();
-  float* per_head_ptr = per_head.data_ptr<float>();
-  at::parallel_for(0, b * h, row_grain(lq * std::max(lk, dv)), [&](int64_t begin, int64_t end) {
-    spatten::AttentionScratch scratch;
-    for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t bi = bh / h, hi = bh % h;
-      spatten::AttentionHeadInputs in{};
-      in.q = q_ptr + bh * lq * d;
-      in.k = k_ptr + bh * lk * d;
-      in.v = v_ptr + bh * lk * dv;
-      if (mask_ptr) {
-        in.mask = mask_ptr + bi * mask_view.stride(0) + hi * mask_view.stride(1);
-        in.mask_row_stride = mask_view.stride(2);
-        in.mask_col_stride = mask_view.stride(3);
-      }
-      in.query_mask = qmask_ptr ? qmask_ptr + bi * lq : nullptr;
-      spatten::attention_with_importance_head(in, params, out_ptr + bh * lq * dv, per_head_ptr + bh * lk, scratch);
-    }
+  std::atomic<bool> finite{true};
+  dispatch_compute(c.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const spatten::AttentionParamsT<T> params{c.lq, c.lk, c.d, c.dv, static_cast<T>(scaling),
+                                              spatten::default_block_rows(c.lk)};
+    T* out_ptr = out.data_ptr<T>();
+    T* per_head_ptr = per_head.data_ptr<T>();
+    at::parallel_for(0, c.b * c.h, row_grain(c.lq * std::max(c.lk, c.dv)), [&](int64_t begin, int64_t end) {
+      spatten::AttentionScratchT<T> scratch;
+      for (int64_t bh = begin; bh < end; ++bh)
+        if (!spatten::attention_with_importance_head(head_inputs<T>(c, bh), params, out_ptr + bh * c.lq * c.dv,
+                                                     per_head_ptr + bh * c.lk, scratch))
+          finite = false;
+    });
   });
+  check_finite_logits(op, finite);
 
-  // Sum over heads in ascending order: deterministic whatever the thread count.
-  float* imp_ptr = importance.data_ptr<float>();
-  at::parallel_for(0, b, std::max<int64_t>(1, 32768 / std::max<int64_t>(h * lk, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t bi = begin; bi < end; ++bi) {
-      float* dst = imp_ptr + bi * lk;
-      for (int64_t hi = 0; hi < h; ++hi) {
-        const float* src = per_head_ptr + (bi * h + hi) * lk;
-        for (int64_t j = 0; j < lk; ++j) dst[j] += src[j];
-      }
-    }
-  });
+  // Sum over heads in ascending order (in the compute dtype, then rounded once): deterministic whatever the
+  // thread count.
+  at::Tensor total = per_head.select(1, 0).clone();
+  for (int64_t hi = 1; hi < c.h; ++hi) total.add_(per_head.select(1, hi));
+  importance.copy_(total);
   return {out, importance};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu(const at::Tensor& grad_out,
+                                                                      const at::Tensor& q, const at::Tensor& k,
+                                                                      const at::Tensor& v,
+                                                                      const std::optional<at::Tensor>& mask,
+                                                                      double scaling) {
+  constexpr const char* op = "spatten.attention_backward";
+  const AttentionCall c = checked_attention(op, q, k, v, mask, scaling);
+  check_shape(op, "grad_out", grad_out, {c.b, c.h, c.lq, c.dv});
+  const at::Tensor go = as_contiguous(grad_out, c.dtype);
+  const auto opts = q.options().dtype(c.dtype);
+  at::Tensor grad_q = at::empty({c.b, c.h, c.lq, c.d}, opts);
+  at::Tensor grad_k = at::empty({c.b, c.h, c.lk, c.d}, opts);
+  at::Tensor grad_v = at::empty({c.b, c.h, c.lk, c.dv}, opts);
+  if (c.b * c.h == 0) return {grad_q, grad_k, grad_v};
+
+  std::atomic<bool> finite{true};
+  dispatch_compute(c.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const spatten::AttentionParamsT<T> params{c.lq, c.lk, c.d, c.dv, static_cast<T>(scaling), c.lq};
+    const spatten::AttentionGradShape shape{c.lq, c.lk, c.d, c.dv};
+    at::parallel_for(0, c.b * c.h, row_grain(c.lq * c.lk), [&](int64_t begin, int64_t end) {
+      std::vector<T> probs(static_cast<size_t>(c.lq * c.lk)), q_scaled;
+      spatten::AttentionGradScratch<T> scratch;
+      for (int64_t bh = begin; bh < end; ++bh) {
+        const auto in = head_inputs<T>(c, bh);
+        if (!spatten::attention_probs_head(in, params, probs.data(), q_scaled)) {
+          finite = false;
+          continue;
+        }
+        spatten::AttentionGradInputs<T> g{};
+        g.q = in.q;
+        g.keys = in.k;
+        g.v = in.v;
+        g.probs = probs.data();
+        g.grad_out = go.data_ptr<T>() + bh * c.lq * c.dv;
+        spatten::attention_backward_head(g, shape, static_cast<T>(scaling), grad_q.data_ptr<T>() + bh * c.lq * c.d,
+                                         grad_k.data_ptr<T>() + bh * c.lk * c.d,
+                                         grad_v.data_ptr<T>() + bh * c.lk * c.dv, scratch);
+      }
+    });
+  });
+  check_finite_logits(op, finite);
+  return {grad_q, grad_k, grad_v};
 }
 
 }  // namespace spatten::torch_ops

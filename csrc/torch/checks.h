@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,6 +52,26 @@ inline at::Tensor as_contiguous_float(const at::Tensor& t) {
   return t.scalar_type() == at::kFloat ? t.contiguous() : t.to(at::kFloat).contiguous();
 }
 
+// The dtype the kernels compute in: float64 when any of the (defined) float inputs is float64, else float32
+// (float16 and bfloat16 are widened). Outputs are returned in this dtype.
+inline at::ScalarType compute_dtype(std::initializer_list<at::Tensor> inputs) {
+  for (const at::Tensor& t : inputs)
+    if (t.defined() && t.scalar_type() == at::kDouble) return at::kDouble;
+  return at::kFloat;
+}
+
+// t as a contiguous tensor of `dtype`: no copy when it already is one.
+inline at::Tensor as_contiguous(const at::Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype ? t.contiguous() : t.to(dtype).contiguous();
+}
+
+// Runs body(T{}) with T = double for float64, else float: the kernels' two instantiations.
+template <typename Body>
+auto dispatch_compute(at::ScalarType dtype, Body&& body) {
+  if (dtype == at::kDouble) return body(double{});
+  return body(float{});
+}
+
 // Rows per parallel task so that each task touches at least ~32 K elements.
 inline int64_t row_grain(int64_t row_length) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(row_length, 1)); }
 
@@ -78,16 +99,28 @@ inline at::Tensor checked_attention_mask(const char* op, const std::optional<at:
   return mask->expand(want);
 }
 
+// Points a kernel's head inputs (fields mask, mask_row_stride, mask_col_stride) at head (bi, hi) of an expanded
+// attention mask view; leaves them null/zero without a mask.
+template <typename HeadInputs>
+void set_head_mask(HeadInputs& in, const at::Tensor& mask_view, int64_t bi, int64_t hi) {
+  if (!mask_view.defined()) return;
+  in.mask = mask_view.data_ptr<bool>() + bi * mask_view.stride(0) + hi * mask_view.stride(1);
+  in.mask_row_stride = mask_view.stride(2);
+  in.mask_col_stride = mask_view.stride(3);
+}
+
 // Bits of the LSB part of an MSB/LSB pair (msb_bits >= 1 and b <= 16 leave at most 15).
 inline void check_lsb_bits(const char* op, int64_t lsb_bits) {
   TORCH_CHECK_VALUE(lsb_bits >= 0 && lsb_bits <= 15, op, ": lsb_bits must be in [0, 15], got ", lsb_bits);
 }
 
-// The quantization scale for msb of shape [..., L, D]: float32 [..., 1, 1] or [..., L, 1] whose leading dims
-// broadcast to msb's. Returned expanded to msb's leading dims and contiguous, with Ls (1 or L) in *scale_rows.
+// The quantization scale for msb of shape [..., L, D]: float32 or float64, [..., 1, 1] or [..., L, 1] whose leading
+// dims broadcast to msb's. Returned expanded to msb's leading dims and contiguous (same dtype), with Ls (1 or L) in
+// *scale_rows.
 inline at::Tensor checked_scale(const char* op, const char* name, const at::Tensor& scale, const at::Tensor& msb,
                                 int64_t* scale_rows) {
-  check_dtype(op, name, scale, at::kFloat);
+  TORCH_CHECK_TYPE(scale.scalar_type() == at::kFloat || scale.scalar_type() == at::kDouble, op, ": ", name,
+                   " must be float32 or float64, got ", scale.scalar_type());
   check_cpu(op, name, scale);
   const int64_t l = msb.size(-2);
   const bool layout_ok = scale.dim() == msb.dim() && scale.size(-1) == 1 &&
@@ -100,6 +133,17 @@ inline at::Tensor checked_scale(const char* op, const char* name, const at::Tens
   want[want.size() - 2] = *scale_rows;
   want.back() = 1;
   return scale.expand(want).contiguous();
+}
+
+}  // namespace spatten::torch_ops
+
+namespace spatten::torch_ops {
+
+// One documented behaviour for NaN/Inf in attention (docs/ops.md): a NaN or infinite logit on an allowed key
+// raises, in the op and in its Python reference alike, instead of propagating or being zeroed.
+inline void check_finite_logits(const char* op, bool all_finite) {
+  TORCH_CHECK_VALUE(all_finite, op, ": non-finite attention logits (q or k holds NaN or Inf on an allowed key, or ",
+                    "scaling * q.k overflows)");
 }
 
 }  // namespace spatten::torch_ops

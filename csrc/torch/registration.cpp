@@ -22,6 +22,13 @@ TORCH_LIBRARY(spatten, m) {
         "float threshold, int lsb_bits, float scaling) -> (Tensor, Tensor, Tensor)");
   m.def("attention_with_importance(Tensor q, Tensor k, Tensor v, Tensor? mask, float scaling, "
         "Tensor? query_mask=None) -> (Tensor, Tensor)");
+  // Backward kernels, called by the autograd formulas registered in spatten/ops.py.
+  m.def("attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? mask, float scaling) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("progressive_attention_backward(Tensor? grad_out, Tensor? grad_probs, Tensor q, Tensor k_msb, "
+        "Tensor k_lsb, Tensor k_scale, Tensor v, Tensor probs, Tensor refetch, int lsb_bits, float scaling) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("local_value_attention_backward(Tensor grad_out, Tensor probs, Tensor v, Tensor kept) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(spatten, CPU, m) {
@@ -33,4 +40,7 @@ TORCH_LIBRARY_IMPL(spatten, CPU, m) {
   m.impl("dequantize_msb_lsb", &spatten::torch_ops::dequantize_msb_lsb_cpu);
   m.impl("progressive_attention", &spatten::torch_ops::progressive_attention_cpu);
   m.impl("attention_with_importance", &spatten::torch_ops::attention_with_importance_cpu);
+  m.impl("attention_backward", &spatten::torch_ops::attention_backward_cpu);
+  m.impl("progressive_attention_backward", &spatten::torch_ops::progressive_attention_backward_cpu);
+  m.impl("local_value_attention_backward", &spatten::torch_ops::local_value_attention_backward_cpu);
 }

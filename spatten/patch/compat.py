@@ -169,6 +169,13 @@ def cache_layer(cache: Any, layer: int):
     return storage
 
 
+def require_evictable_cache(cache: Any) -> None:
+    """Raise UnsupportedModelError unless every layer of `cache` is one spatten can evict from (DynamicCache)."""
+    self_cache = getattr(cache, "self_attention_cache", cache)
+    for layer in range(len(getattr(self_cache, "layers", None) or [None])):
+        cache_layer(cache, layer)
+
+
 def batch_and_length(args: tuple, kwargs: dict) -> tuple[int, int, torch.device]:
     """Batch size, query length and device of a model forward call (input_ids or inputs_embeds)."""
     ids = kwargs.get("input_ids", args[0] if args else None)

@@ -23,7 +23,7 @@ from spatten.patch import kernels
 @dataclass
 class AttentionResult:
     """out: [B, Hq, Lq, D] in the value dtype, zeros on pruned heads.
-    probs: float32 [B, Hk, Lq, Lk] for the computed heads (None on the fast path).
+    probs: float32 [B, Hk, Lq, Lk] for the computed heads, before dropout (None on the fast path).
     refetch: bool [B, Hk, Lq], rows whose K LSBs were fetched (None without K quantization).
     values_fetched: int64 [B, Hk], distinct V rows used (None without local value pruning).
     token_importance: float32 [B, Lk], the probability each key received, summed over the computed heads and
@@ -36,6 +36,7 @@ class AttentionResult:
     refetch: torch.Tensor | None
     values_fetched: torch.Tensor | None
     token_importance: torch.Tensor | None = None
+    used_probs: torch.Tensor | None = None  # what multiplied V (after dropout and value pruning), if need_probs
 
 
 def select_heads(x: torch.Tensor, groups: int, heads: torch.Tensor | None) -> torch.Tensor:
@@ -45,12 +46,6 @@ def select_heads(x: torch.Tensor, groups: int, heads: torch.Tensor | None) -> to
     if heads is not None:
         x = x.gather(1, heads.view(*heads.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
     return x
-
-
-def fake_quantize(x: torch.Tensor, bits: int, per: str) -> torch.Tensor:
-    """Static linear quantization of x [..., L, D] to `bits` bits and back (float32)."""
-    msb, lsb, scale = kernels.quantize_msb_lsb(x, bits, 0, per)
-    return kernels.dequantize_msb_lsb(msb, lsb, scale, 0)
 
 
 def attend(
@@ -88,12 +83,12 @@ def attend(
             qh = select_heads(q, 1, heads)
             out = F.scaled_dot_product_attention(qh, select_heads(k, groups, heads), select_heads(v, groups, heads),
                                                  attn_mask=mask, dropout_p=dropout, scale=scaling)
-            out = _scatter_heads(out, heads, hq)
+            out = scatter_heads(out, heads, hq)
         return AttentionResult(out, None, None, None)
 
     qh = select_heads(q, 1, heads)
     if config.v_bits is not None:
-        v = fake_quantize(v, config.v_bits, config.quant_group)
+        v = kernels.fake_quantize(v, config.v_bits, config.quant_group)
     vh = select_heads(v, groups, heads)
     if (need_importance and not need_probs and config.k_bits is None and not config.prunes_values
             and dropout == 0.0 and q.device.type == "cpu"):
@@ -102,15 +97,14 @@ def attend(
                                                             query_valid)
         out = out.to(q.dtype)
         if heads is not None:
-            out = _scatter_heads(out, heads, hq)
+            out = scatter_heads(out, heads, hq)
         return AttentionResult(out, None, None, None, importance)
     refetch = None
     if config.k_bits is not None:
-        msb_bits, lsb_bits = config.k_bits
-        k_msb, k_lsb, k_scale = kernels.quantize_msb_lsb(k, msb_bits, lsb_bits, config.quant_group)
-        out, probs, refetch = kernels.progressive_attention(
-            qh, select_heads(k_msb, groups, heads), select_heads(k_lsb, groups, heads),
-            select_heads(k_scale, groups, heads), vh, mask, config.refetch_threshold, lsb_bits, scaling)
+        # Quantizing the repeated heads gives the same codes (the scale groups lie within a KV head).
+        out, probs, refetch = kernels.quantized_attention(qh, select_heads(k, groups, heads), vh, mask,
+                                                          config.refetch_threshold, *config.k_bits,
+                                                          config.quant_group, scaling)
     else:
         # Scale q, not the [Lq, Lk] logits, and work in place: these maps are the largest tensors of a forward.
         logits = (qh.float() * scaling) @ select_heads(k, groups, heads).float().transpose(-1, -2)
@@ -118,26 +112,68 @@ def attend(
             logits.masked_fill_(~mask, -math.inf)
         probs = torch.softmax(logits, dim=-1)
         if mask is not None:
-            probs.nan_to_num_(nan=0.0)  # rows with no allowed key
+            probs = probs.nan_to_num(nan=0.0)  # rows with no allowed key (out of place: autograd saves probs)
         out = None
+    used = probs
     if dropout > 0.0:
-        probs = F.dropout(probs, dropout, training=True)
+        # Dropout acts on the output only: token importance and V selection read the undropped probabilities.
+        used = F.dropout(probs, dropout, training=True)
         out = None
     values_fetched = None
     if config.prunes_values:
-        lk = probs.shape[-1]
-        keep = min(lk, max(1, math.floor(lk * config.value_keep)))
-        out, _, values_fetched = kernels.local_value_attention(probs, vh, keep)
+        out, values_fetched, selected = _local_value_attention(probs, used, vh, mask, query_valid, config.value_keep)
+        if need_probs:
+            used = used * selected()
     elif out is None:
-        out = probs @ vh.float()
+        out = used @ vh.float()
     out = out.to(q.dtype)
     if heads is not None:
-        out = _scatter_heads(out, heads, hq)
-    importance = kernels.token_importance(probs, query_valid) if need_importance else None
-    return AttentionResult(out, probs, refetch, values_fetched, importance)
+        out = scatter_heads(out, heads, hq)
+    importance = None
+    if need_importance:
+        importance = kernels.token_importance(probs.detach(), query_valid)
+    return AttentionResult(out, probs, refetch, values_fetched, importance, used if need_probs else None)
 
 
-def _scatter_heads(out: torch.Tensor, heads: torch.Tensor, total: int) -> torch.Tensor:
+def value_keep_counts(mask: torch.Tensor | None, lk: int, value_keep: float) -> torch.Tensor | int:
+    """V rows each query row keeps: ⌊allowed keys · value_keep⌋ (at least one), counting only the keys the row
+    may attend (padding and causally masked keys excluded). An int when every row has all lk keys, else int64
+    [B, 1, Lq] from the bool mask [B, 1, Lq, Lk]."""
+    if mask is None:
+        return min(lk, max(1, math.floor(lk * value_keep + 1e-9)))
+    allowed = mask.sum(-1)
+    counts = torch.floor(allowed.double() * value_keep + 1e-9).to(torch.int64).clamp(min=1)
+    return torch.minimum(counts, allowed)
+
+
+def _local_value_attention(probs: torch.Tensor, used: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                           query_valid: torch.Tensor | None, value_keep: float):
+    """Local value pruning: each query row attends only the V rows of its top probabilities.
+
+    probs (undropped, chooses the rows), used (what multiplies V: probs, or probs after dropout): float32
+    [B, Hk, Lq, Lk]; v [B, Hk, Lk, D]; mask bool [B, 1, Lq, Lk] or None; query_valid bool [B, Lq] or None (all).
+    Returns out float32 [B, Hk, Lq, D], values_fetched int64 [B, Hk] (distinct V rows the valid query rows
+    read) and a function giving the bool [B, Hk, Lq, Lk] map of the entries kept.
+    """
+    lk = probs.shape[-1]
+    counts = value_keep_counts(mask, lk, value_keep)
+    if isinstance(counts, int) and used is probs:
+        out, kept, values_fetched = kernels.local_value_attention(probs, v, counts)
+        return out, values_fetched, lambda: torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, kept, True)
+    # Row-dependent counts (padding, causal prefill) or dropout: mark each row's own top entries (stable
+    # descending order, as topk_indices), zero the rest, and let the op gather the survivors.
+    if isinstance(counts, int):
+        counts = torch.full((1, 1, 1), counts, dtype=torch.int64, device=probs.device)
+    order = torch.sort(probs.detach(), dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(lk, device=probs.device).expand_as(order))
+    selected = rank < counts[..., None]
+    width = int(counts.max())
+    out, _, _ = kernels.local_value_attention(used * selected, v, width)
+    read = selected if query_valid is None else selected & query_valid[:, None, :, None]
+    return out, read.any(-2).sum(-1), lambda: selected
+
+
+def scatter_heads(out: torch.Tensor, heads: torch.Tensor, total: int) -> torch.Tensor:
     """out [B, Hk, Lq, D] of heads [B, Hk] -> [B, total, Lq, D] with zeros on the other heads."""
     full = out.new_zeros(out.shape[0], total, *out.shape[2:])
     return full.scatter_(1, heads[:, :, None, None].expand_as(out), out)

@@ -2,7 +2,8 @@
 
 Every token has a KV *slot*: its column in the absolute-length 2D attention mask (what generate() passes).
 Per sequence the runner keeps the padding mask over slots, the accumulated importance per slot, the layer at
-which each slot was evicted, and per layer the slots its cache holds (`kslots[l]: int64 [B, Lk_l]`). Layer l
+which each slot was evicted, and per layer the slots its cache holds (`kslots[l]: int64 [B, Lk_l]`) and which of them are live entries
+(`kvalid[l]`: a row that keeps fewer slots than its batch mates pads its cache with dead ones). Layer l
 evicts, before its attention, down to ⌊T·keep(l)⌋ slots (T = slots seen) chosen by accumulated importance among
 the slots still alive at layer l-1 (the cascade); a new token is kept at the step it arrives. Layer 0 never
 prunes, so `cache.get_seq_length()` stays the true length and transformers' position bookkeeping stays right.
@@ -11,12 +12,14 @@ The mask is built here from slots (causality, padding, sliding window), never ta
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import torch
 
-from spatten.patch.compat import UnsupportedModelError, batch_and_length, cache_layer, forward_argument
-from spatten.patch.runner import Runner, keep_count, top_entries
+from spatten.patch.compat import (UnsupportedModelError, batch_and_length, cache_layer, forward_argument,
+                                  require_evictable_cache)
+from spatten.patch.runner import Runner, eager, keep_counts, select_per_row
 
 _CACHE_NAMES = ("cache", "past_key_values")
 
@@ -24,17 +27,19 @@ _CACHE_NAMES = ("cache", "past_key_values")
 class DecoderRunner(Runner):
     def install(self) -> list:
         spec = self.spec
-        hooks = [spec.base.register_forward_pre_hook(self._begin, with_kwargs=True),
-                 spec.base.register_forward_hook(self._finish)]
+        hooks = [spec.base.register_forward_pre_hook(eager(self._begin), with_kwargs=True),
+                 spec.base.register_forward_hook(eager(self._finish))]
         for layer, attn in enumerate(spec.attentions):
-            hooks.append(attn.register_forward_pre_hook(self._attention_pre_hook(layer), with_kwargs=True))
+            hooks.append(attn.register_forward_pre_hook(eager(self._attention_pre_hook(layer)), with_kwargs=True))
         self.reset()
+        self._uncached_call: tuple[int, int] | None = None  # (batch, length) of the last forward without a cache
         return hooks
 
     def reset(self) -> None:
         self._cache_ref = None
         self.total = 0
         self.kslots: list[torch.Tensor | None] = [None] * self.spec.layers
+        self.kvalid: list[torch.Tensor | None] = [None] * self.spec.layers
         self.last_kept_positions = []
         self.generate_steps = self.summarize_steps = 0
 
@@ -44,8 +49,13 @@ class DecoderRunner(Runner):
     # ---- hooks -----------------------------------------------------------------------------------------------
     def _begin(self, module, args, kwargs):
         batch, length, device = batch_and_length(args, kwargs)
+        self._read_forward_options(module, args, kwargs)
         cache = forward_argument(module, args, kwargs, *_CACHE_NAMES)
         mask = forward_argument(module, args, kwargs, "attention_mask")
+        if cache is not None:
+            require_evictable_cache(cache)
+        else:
+            self._warn_if_regenerating(batch, length, forward_argument(module, args, kwargs, "use_cache"))
         continuing = (cache is not None and self._cache_ref is not None and self._cache_ref() is cache
                       and self.total > 0 and cache.get_seq_length() > 0)
         if not continuing:
@@ -55,7 +65,8 @@ class DecoderRunner(Runner):
             self._start_sequence(batch, device)
         elif batch != self.pad.shape[0]:
             raise UnsupportedModelError(f"spatten.patch: the batch changed from {self.pad.shape[0]} to {batch} "
-                                        "mid-sequence (beam search and batch reordering are not supported)")
+                                        "mid-sequence; only Cache.reorder_cache / batch_select_indices (beam "
+                                        "search) may change rows of a sequence in progress")
         seen, total = self.total, self.total + length
         if mask is None:
             new_pad = torch.ones(batch, length, dtype=torch.bool, device=device)
@@ -83,6 +94,15 @@ class DecoderRunner(Runner):
         self._start_heads(batch, device, keep_importance=True)
         self._layer_cache = None
 
+    def _warn_if_regenerating(self, batch: int, length: int, use_cache) -> None:
+        """generate(use_cache=False) calls the model on the whole text again for every new token."""
+        previous, self._uncached_call = self._uncached_call, (batch, length)
+        if use_cache is False and previous == (batch, length - 1) and not self.config.is_noop:
+            warnings.warn("spatten.patch: generate(use_cache=False) runs the whole text again for every new token, "
+                          "so cascade pruning starts over at each step (prefill pruning of the full text) instead "
+                          "of evicting from the KV cache as SpAtten does; generate with use_cache=True",
+                          UserWarning, stacklevel=2)
+
     def _start_sequence(self, batch: int, device: torch.device) -> None:
         self.reset()
         self.pad = torch.zeros(batch, 0, dtype=torch.bool, device=device)
@@ -96,63 +116,79 @@ class DecoderRunner(Runner):
             self.generate_steps += 1
         else:
             self.summarize_steps += 1
-        self.last_kept_positions = [s.masked_fill(~self.pad.gather(1, s), -1) for s in self.kslots if s is not None]
+        self.last_kept_positions = [s.masked_fill(~live, -1) for s, live in zip(self.kslots, self.kvalid)
+                                    if s is not None]
 
     def _attention_pre_hook(self, layer: int):
         def hook(module, args, kwargs):
             cache = forward_argument(module, args, kwargs, *_CACHE_NAMES)
             self._layer_cache = cache
             if layer == 0 and cache is not None:
+                if self._cache_ref is None or self._cache_ref() is not cache:
+                    _follow_row_selection(cache, self)
                 self._cache_ref = weakref.ref(cache)
 
         return hook
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """The cache kept rows `rows` (int64 [B'], beam search): select the same rows of the pruning state."""
+        if self.total == 0:
+            return
+        rows = rows.to(self.pad.device)
+        self.pad, self.importance, self.evicted_at = (t.index_select(0, rows)
+                                                      for t in (self.pad, self.importance, self.evicted_at))
+        self.kslots = [None if t is None else t.index_select(0, rows) for t in self.kslots]
+        self.kvalid = [None if t is None else t.index_select(0, rows) for t in self.kvalid]
+        if self.head_importance is not None:
+            self.head_importance = self.head_importance.index_select(0, rows)
+
     # ---- attention -------------------------------------------------------------------------------------------
-    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> torch.Tensor:
+    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict):
         batch, length = q.shape[0], q.shape[2]
         cache = self._layer_cache
         new_slots = self.query_slots.expand(batch, length)
         previous = self.kslots[layer] if cache is not None else None
+        live = torch.ones_like(new_slots, dtype=torch.bool)
         kslot = new_slots if previous is None else torch.cat([previous, new_slots], dim=1)
+        live = live if previous is None else torch.cat([self.kvalid[layer], live], dim=1)
         if kslot.shape[1] > k.shape[2]:
-            kslot = kslot[:, -k.shape[2]:]  # a sliding-window cache layer dropped its oldest entries
+            # a sliding-window cache layer dropped its oldest entries
+            kslot, live = kslot[:, -k.shape[2]:], live[:, -k.shape[2]:]
         elif kslot.shape[1] < k.shape[2]:
             raise RuntimeError(f"layer {layer}: the KV cache holds {k.shape[2]} tokens but spatten tracked "
                                f"{kslot.shape[1]}; was the cache changed outside the patch?")
-        valid = self.pad.gather(1, kslot)
+        valid = self.pad.gather(1, kslot) & live
         if self.config.prunes_tokens and layer > 0:
             valid &= self.evicted_at.gather(1, kslot) >= layer  # cascade: gone at an earlier layer = gone here
             kslot, valid, k, v = self._evict(layer, kslot, valid, k, v, cache)
         if cache is not None:
-            self.kslots[layer] = kslot
+            self.kslots[layer], self.kvalid[layer] = kslot, valid
         mask, is_causal = self._mask(kslot, valid, length, kwargs.get("sliding_window"))
         return self.attend_layer(layer, q, k, v, kslot=kslot, key_valid=valid,
                                  query_valid=self.pad[:, self.query_slots], kv_len=self.pad.sum(-1), mask=mask,
                                  is_causal=is_causal, scaling=scaling, dropout=dropout)
 
     def _evict(self, layer: int, kslot, valid, k, v, cache):
-        """Keep the top ⌊T·keep(layer)⌋ alive slots by importance; write the shortened K/V back to the cache."""
-        stored = kslot.shape[1]
-        target = keep_count(self.total, self.token_ratios[layer])
-        if stored <= target and bool(valid.all()):
-            return kslot, valid, k, v
-        keep = min(target, max(1, int(valid.sum(-1).max())), stored)
-        if keep == stored:
+        """Row b keeps its top ⌊T_b·keep(layer)⌋ alive slots by importance (T_b = its real tokens seen);
+        write the shortened K/V back to the cache."""
+        counts = keep_counts(self.pad.sum(-1), self.token_ratios[layer])
+        alive = valid.sum(-1)
+        if bool((counts >= alive).all()) and bool(valid.all()):
             return kslot, valid, k, v
         protect = None
         if self.decoding:
             protect = torch.zeros_like(valid)
             protect[:, -1] = True  # the token being generated is kept at its own step
-        kept = top_entries(self.importance.gather(1, kslot), valid, keep, protect)
-        dropped = valid & ~torch.zeros_like(valid).scatter_(1, kept, True)
+        kept, kept_valid = select_per_row(self.importance.gather(1, kslot), valid, counts, protect)
+        dropped = valid & ~torch.zeros_like(valid).scatter(1, kept, kept_valid)
         self.evicted_at.scatter_(1, kslot, torch.where(dropped, layer, self.evicted_at.gather(1, kslot)))
         index = kept[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
         k, v = k.gather(2, index), v.gather(2, index)
         if cache is not None:
             storage = cache_layer(cache, layer)
             storage.keys, storage.values = k, v
-        self.recorder.note_topk(layer - 1, "token", keep)
-        return kslot.gather(1, kept), valid.gather(1, kept), k, v
+        self.recorder.note_topk(layer - 1, "token", kept_valid.sum(-1).cpu().numpy())  # per row
+        return kslot.gather(1, kept), kept_valid, k, v
 
     def _mask(self, kslot, valid, length: int, sliding_window: int | None):
         """Bool mask [B, 1, Lq, Lk] (or None plus is_causal) from slots: causal, padding, sliding window."""
@@ -167,3 +203,32 @@ class DecoderRunner(Runner):
         if sliding_window is not None:
             mask &= queries - keys < sliding_window
         return mask, False
+
+
+def _follow_row_selection(cache, runner: DecoderRunner) -> None:
+    """Make `cache` tell `runner` when beam search reorders or selects its rows, so the per-row pruning state
+    (importance, slots, padding, evictions, head importance) moves with the K/V rows.
+
+    The cache's own methods are wrapped on the instance (the class is untouched); the wrappers hold the runner
+    and the cache weakly and do nothing once the runner has moved on to another cache.
+    """
+    runner_ref, cache_ref = weakref.ref(runner), weakref.ref(cache)
+
+    def follow(name: str, rows_of):
+        original = getattr(type(cache), name, None)  # unbound: the wrapper must not keep the cache alive
+        if original is None or getattr(getattr(cache, name), "_spatten_follows", False):
+            return
+
+        def wrapper(arg):
+            original(cache_ref(), arg)
+            current = runner_ref()
+            if current is not None and current._cache_ref is not None and current._cache_ref() is cache_ref():
+                current.select_rows(rows_of(arg, current))
+
+        wrapper._spatten_follows = True
+        setattr(cache, name, wrapper)
+
+    follow("reorder_cache", lambda beam_idx, _: beam_idx)
+    follow("batch_select_indices", lambda indices, _: indices)
+    follow("batch_repeat_interleave",
+           lambda repeats, current: torch.arange(current.pad.shape[0]).repeat_interleave(repeats))

@@ -12,17 +12,17 @@ from __future__ import annotations
 import torch
 
 from spatten.patch.compat import UnsupportedModelError, batch_and_length, forward_argument
-from spatten.patch.runner import Runner, keep_count, top_entries
+from spatten.patch.runner import Runner, eager, keep_counts, select_per_row
 
 
 class EncoderRunner(Runner):
     def install(self) -> list:
         spec = self.spec
-        hooks = [spec.base.register_forward_pre_hook(self._begin, with_kwargs=True),
-                 spec.base.register_forward_hook(self._finish),
-                 spec.encoder.register_forward_hook(self._restore_length)]
+        hooks = [spec.base.register_forward_pre_hook(eager(self._begin), with_kwargs=True),
+                 spec.base.register_forward_hook(eager(self._finish)),
+                 spec.encoder.register_forward_hook(eager(self._restore_length))]
         for layer, block in enumerate(spec.blocks):
-            hooks.append(block.register_forward_pre_hook(self._layer_hook(layer), with_kwargs=True))
+            hooks.append(block.register_forward_pre_hook(eager(self._layer_hook(layer)), with_kwargs=True))
         # Importance is only needed up to the last layer that prunes.
         prunes = [l for l in range(1, spec.layers) if self.token_ratios[l] < self.token_ratios[l - 1]]
         self._last_pruning_layer = max(prunes, default=0)
@@ -37,6 +37,7 @@ class EncoderRunner(Runner):
     # ---- hooks -----------------------------------------------------------------------------------------------
     def _begin(self, module, args, kwargs):
         batch, length, device = batch_and_length(args, kwargs)
+        self._read_forward_options(module, args, kwargs)
         mask = forward_argument(module, args, kwargs, "attention_mask")
         if mask is not None and mask.dim() != 2:
             raise UnsupportedModelError(f"spatten.patch takes a 2D attention_mask [batch, length]; got a "
@@ -68,22 +69,24 @@ class EncoderRunner(Runner):
     def _prune_tokens(self, layer: int, args: tuple) -> tuple:
         if not self.config.prunes_tokens or layer == 0:
             return args
-        hidden = args[0]
-        target = min(keep_count(self.length, self.token_ratios[layer]), self.positions.shape[1])
-        if target >= self.positions.shape[1]:
+        # Each row keeps ⌊real length · keep(layer)⌋ of its own tokens, whatever the batch's padded length.
+        counts = keep_counts(self.real_length, self.token_ratios[layer])
+        if bool((counts >= self.valid.sum(-1)).all()):
             return args
+        hidden = args[0]
         protect = torch.zeros_like(self.valid)
         protect[:, 0] = True  # [CLS] / <s>: the pooler and classification heads read position 0
-        kept = top_entries(self.importance.gather(1, self.positions), self.valid, target, protect)
+        kept, kept_valid = select_per_row(self.importance.gather(1, self.positions), self.valid, counts, protect)
         width = hidden.shape[-1]
+        positions = self.positions[..., None].expand(-1, -1, width)
         if self.full_hidden is None:
-            self.full_hidden = hidden.clone()  # first pruning: every position is still present
+            self.full_hidden = hidden  # first pruning: every position is still present
         else:
-            self.full_hidden.scatter_(1, self.positions[..., None].expand(-1, -1, width), hidden)
+            self.full_hidden = self.full_hidden.scatter(1, positions, hidden)  # out of place: autograd
         hidden = hidden.gather(1, kept[..., None].expand(-1, -1, width))
         self.positions = self.positions.gather(1, kept)
-        self.valid = self.valid.gather(1, kept)
-        self.recorder.note_topk(layer - 1, "token", target)
+        self.valid = kept_valid
+        self.recorder.note_topk(layer - 1, "token", kept_valid.sum(-1).cpu().numpy())  # per row
         # The layer mask is None (no mask function is registered for "spatten"): the attention builds its own.
         return (hidden, *(None for _ in args[1:2]), *args[2:])
 
@@ -96,7 +99,7 @@ class EncoderRunner(Runner):
         return output
 
     # ---- attention -------------------------------------------------------------------------------------------
-    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> torch.Tensor:
+    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict):
         if q.shape[2] != self.positions.shape[1]:
             raise RuntimeError(f"layer {layer}: attention sees {q.shape[2]} tokens, spatten kept "
                                f"{self.positions.shape[1]}; the encoder loop is not the one spatten hooks")

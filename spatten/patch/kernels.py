@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 
 OP_NAMES = ("topk_indices", "token_importance", "head_importance", "local_value_attention", "quantize_msb_lsb",
-            "dequantize_msb_lsb", "progressive_attention", "attention_with_importance")
+            "dequantize_msb_lsb", "progressive_attention", "attention_with_importance", "quantized_attention",
+            "fake_quantize")
 
 
 @functools.cache
@@ -41,7 +42,7 @@ def op(name: str) -> Callable:
         return getattr(_compiled_ops(), name)
     from spatten import ops_ref
 
-    return getattr(ops_ref, name)
+    return getattr(ops_ref, name, None) or _COMPOSED_REFERENCES[name]
 
 
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -74,3 +75,31 @@ def progressive_attention(q, k_msb, k_lsb, k_scale, v, mask, threshold, lsb_bits
 
 def attention_with_importance(q, k, v, mask, scaling, query_mask=None):
     return op("attention_with_importance")(q, k, v, mask, scaling, query_mask)
+
+
+def quantized_attention(q, k, v, mask, threshold, msb_bits, lsb_bits, per, scaling):
+    """progressive_attention on k quantized inside the op (differentiable in k: straight-through)."""
+    return op("quantized_attention")(q, k, v, mask, threshold, msb_bits, lsb_bits, per, scaling)
+
+
+def fake_quantize(x, bits, per):
+    """x [..., L, D] quantized to `bits` bits and back (straight-through gradient)."""
+    return op("fake_quantize")(x, bits, per)
+
+
+# Ops the compiled library offers as one differentiable op; without it, the same forward composed of references.
+def _quantized_attention_reference(q, k, v, mask, threshold, msb_bits, lsb_bits, per, scaling):
+    from spatten import ops_ref
+
+    k_msb, k_lsb, k_scale = ops_ref.quantize_msb_lsb(k, msb_bits, lsb_bits, per)
+    return ops_ref.progressive_attention(q, k_msb, k_lsb, k_scale, v, mask, threshold, lsb_bits, scaling)
+
+
+def _fake_quantize_reference(x, bits, per):
+    from spatten import ops_ref
+
+    msb, lsb, scale = ops_ref.quantize_msb_lsb(x, bits, 0, per)
+    return ops_ref.dequantize_msb_lsb(msb, lsb, scale, 0)
+
+
+_COMPOSED_REFERENCES = {"quantized_attention": _quantized_attention_reference, "fake_quantize": _fake_quantize_reference}

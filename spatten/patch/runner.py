@@ -12,13 +12,46 @@ import torch
 
 from spatten.config import SpAttenConfig
 from spatten.patch import core, kernels
-from spatten.patch.compat import ModelSpec
+from spatten.patch.compat import ModelSpec, forward_argument
 from spatten.patch.recorder import LayerRecord, TraceRecorder
+
+
+def eager(fn):
+    """`fn` run outside torch.compile: a graph break around every hook and the attention call, so that under
+    `torch.compile(model)` the pruning bookkeeping (data-dependent shapes, per-model state) runs as in eager."""
+    return torch.compiler.disable(fn, recursive=True)
 
 
 def keep_count(total: int, ratio: float) -> int:
     """Entries kept out of `total` at keep ratio `ratio` (at least one)."""
     return max(1, math.floor(total * ratio + 1e-9))
+
+
+def keep_counts(totals: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Per-row `keep_count`: int64 [B] entries kept out of totals [B] (each row's own real length)."""
+    return torch.floor(totals.double() * ratio + 1e-9).to(torch.int64).clamp(min=1)
+
+
+def select_per_row(scores: torch.Tensor, valid: torch.Tensor, counts: torch.Tensor,
+                   protect: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's own top-k: row b keeps its counts[b] best valid scores (never more than it has valid).
+
+    scores: [B, n]; valid, protect: bool [B, n]; counts: int64 [B]. Returns (kept int64 [B, W] ascending
+    positions, kept_valid bool [B, W]) with W the largest row's count: a shorter row is padded with positions it
+    does not keep (kept_valid False), distinct from its kept ones. Rows with the same count run one top-k
+    together, so a row's choice is the one it makes alone, whatever its batch mates.
+    """
+    counts = torch.minimum(counts, valid.sum(-1))
+    selected = torch.zeros_like(valid)
+    for k in counts.unique().tolist():
+        rows = (counts == k).nonzero()[:, 0]
+        chosen = top_entries(scores[rows], valid[rows], k, None if protect is None else protect[rows])
+        selected[rows] = torch.zeros_like(valid[rows]).scatter_(1, chosen, True)
+    width = max(1, int(counts.max()))
+    # Kept positions first (in position order), then the others; then back to position order.
+    order = torch.argsort((~selected).to(torch.int8), dim=1, stable=True)[:, :width]
+    kept = torch.sort(order, dim=1).values
+    return kept, selected.gather(1, kept)
 
 
 def top_entries(scores: torch.Tensor, valid: torch.Tensor, k: int, protect: torch.Tensor | None = None) -> torch.Tensor:
@@ -42,12 +75,13 @@ class Runner:
         self.head_importance: torch.Tensor | None = None  # float32 [B, H]
         self.head_alive: torch.Tensor | None = None  # bool [B, H], this forward
         self.last_kept_positions: list[torch.Tensor] = []
+        self.output_attentions = False  # this forward returns attention probabilities
 
     # ---- to override ---------------------------------------------------------------------------------------
     def install(self) -> list:
         raise NotImplementedError
 
-    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> torch.Tensor:
+    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
     def needs_importance(self, layer: int) -> bool:
@@ -57,6 +91,13 @@ class Runner:
         raise NotImplementedError
 
     # ---- shared ---------------------------------------------------------------------------------------------
+    def _read_forward_options(self, module, args: tuple, kwargs: dict) -> None:
+        """Options of the base model's forward call that change what the attention returns."""
+        requested = forward_argument(module, args, kwargs, "output_attentions")
+        if requested is None:
+            requested = getattr(getattr(module, "config", None), "output_attentions", False)
+        self.output_attentions = bool(requested)
+
     def _start_heads(self, batch: int, device: torch.device, keep_importance: bool = False) -> None:
         heads = self.spec.heads
         if not keep_importance or self.head_importance is None:
@@ -80,8 +121,10 @@ class Runner:
 
     def attend_layer(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kslot: torch.Tensor,
                      key_valid: torch.Tensor, query_valid: torch.Tensor, kv_len: torch.Tensor,
-                     mask: torch.Tensor | None, is_causal: bool, scaling: float, dropout: float) -> torch.Tensor:
-        """Attention for one layer plus importance and trace bookkeeping. Returns [B, Lq, Hq, D].
+                     mask: torch.Tensor | None, is_causal: bool, scaling: float, dropout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention for one layer plus importance and trace bookkeeping. Returns the output [B, Lq, Hq, D] and,
+        when the forward asked for output_attentions, the probabilities that multiplied V [B, Hq, Lq, Lk] (zeros on
+        pruned heads; the columns are the kept keys `kslot`), else None.
 
         q: [B, Hq, Lq, D]; k, v: [B, H_kv, Lk, D] already shortened by token pruning; kslot: int64 [B, Lk];
         key_valid: bool [B, Lk]; query_valid: bool [B, Lq]; kv_len: int64 [B] tokens seen (real ones).
@@ -89,15 +132,20 @@ class Runner:
         heads = self._choose_heads(layer)
         need_importance = self.config.prunes_tokens and self.needs_importance(layer)
         result = core.attend(q, k, v, mask, scaling, self.config, heads=heads, need_importance=need_importance,
-                             query_valid=query_valid, is_causal=is_causal, dropout=dropout)
+                             need_probs=self.output_attentions, query_valid=query_valid, is_causal=is_causal,
+                             dropout=dropout)
+        # Importance only ranks tokens and heads: detached, so it never joins the autograd graph.
         if need_importance:
             # Summed over the heads that ran and the valid query rows; a padding key gets nothing.
-            contribution = result.token_importance.masked_fill(~key_valid, 0.0)
+            contribution = result.token_importance.detach().masked_fill(~key_valid, 0.0)
             self.importance.scatter_add_(1, kslot, contribution)
         if self.config.prunes_heads:
-            self.head_importance = kernels.head_importance(result.out, query_valid, self.head_importance)
+            self.head_importance = kernels.head_importance(result.out.detach(), query_valid, self.head_importance)
         self._record(layer, heads, result, key_valid, query_valid, kv_len, need_importance)
-        return result.out.transpose(1, 2).contiguous()
+        probs = result.used_probs
+        if probs is not None and heads is not None:
+            probs = core.scatter_heads(probs, heads, self.spec.heads)
+        return result.out.transpose(1, 2).contiguous(), probs
 
     def _record(self, layer: int, heads: torch.Tensor | None, result: core.AttentionResult, key_valid: torch.Tensor,
                 query_valid: torch.Tensor, kv_len: torch.Tensor, accumulated: bool) -> None:

@@ -113,8 +113,8 @@ TEST(AttentionWithImportance, BlockSizeDoesNotChangeTheResult) {
   spatten::AttentionHeadInputs in{q.data(), k.data(), v.data(), nullptr, 0, 0, nullptr};
   std::vector<float> out1(lq * d), imp1(lk), out2(lq * d), imp2(lk);
   spatten::AttentionScratch scratch;
-  spatten::attention_with_importance_head(in, {lq, lk, d, d, 0.5f, 1}, out1.data(), imp1.data(), scratch);
-  spatten::attention_with_importance_head(in, {lq, lk, d, d, 0.5f, 16}, out2.data(), imp2.data(), scratch);
+  spatten::attention_with_importance_head<float>(in, {lq, lk, d, d, 0.5f, 1}, out1.data(), imp1.data(), scratch);
+  spatten::attention_with_importance_head<float>(in, {lq, lk, d, d, 0.5f, 16}, out2.data(), imp2.data(), scratch);
   for (int64_t i = 0; i < lq * d; ++i) EXPECT_NEAR(out1[i], out2[i], 1e-5);
   // Only the GEMM rounding differs (a one-row block is a matrix-vector product).
   for (int64_t j = 0; j < lk; ++j) EXPECT_NEAR(imp1[j], imp2[j], 1e-5);
@@ -128,7 +128,7 @@ TEST(AttentionWithImportance, NoKeysGivesZerosAndEmptyImportance) {
   std::vector<float> q(3 * 4, 1.f), out(3 * 2, NAN);
   spatten::AttentionHeadInputs in{q.data(), nullptr, nullptr, nullptr, 0, 0, nullptr};
   spatten::AttentionScratch scratch;
-  spatten::attention_with_importance_head(in, {3, 0, 4, 2, 1.f, 64}, out.data(), nullptr, scratch);
+  spatten::attention_with_importance_head<float>(in, {3, 0, 4, 2, 1.f, 64}, out.data(), nullptr, scratch);
   for (float x : out) EXPECT_EQ(x, 0.f);
 }
 
@@ -137,7 +137,7 @@ TEST(AttentionWithImportance, LargeLogitsStayFinite) {
   std::vector<float> q = {300.f, -300.f}, k = {1.f, 2.f, 3.f}, v = {1.f, 2.f, 3.f}, out(lq), imp(lk);
   spatten::AttentionHeadInputs in{q.data(), k.data(), v.data(), nullptr, 0, 0, nullptr};
   spatten::AttentionScratch scratch;
-  spatten::attention_with_importance_head(in, {lq, lk, d, 1, 1.f, 64}, out.data(), imp.data(), scratch);
+  spatten::attention_with_importance_head<float>(in, {lq, lk, d, 1, 1.f, 64}, out.data(), imp.data(), scratch);
   EXPECT_NEAR(out[0], 3.f, 1e-5);
   EXPECT_NEAR(out[1], 1.f, 1e-5);
   EXPECT_NEAR(imp[0], 1.f, 1e-5);

@@ -28,7 +28,7 @@ TEST(LocalValue, KZeroFetchesNothingAndNanIsReported) {
   const std::vector<float> v = {1.f, 2.f};
   std::vector<float> out(1, 5.f);
   spatten::LocalValueScratch scratch;
-  EXPECT_EQ(spatten::local_value_attention_head(probs.data(), v.data(), 1, 2, 1, 0, out.data(), nullptr, scratch), 0);
+  EXPECT_EQ(spatten::local_value_attention_head<float>(probs.data(), v.data(), 1, 2, 1, 0, out.data(), nullptr, scratch), 0);
   EXPECT_EQ(out[0], 0.f);
   probs[1] = std::numeric_limits<float>::quiet_NaN();
   std::vector<int64_t> kept(1);

@@ -21,7 +21,7 @@ TEST(Quantize, HandComputedMsbLsbSplit) {
   std::vector<float> back(4);
   spatten::dequantize_msb_lsb_rows(msb.data(), lsb.data(), &scale, 1, 4, 1, 2, back.data());
   EXPECT_EQ(back, (std::vector<float>{7.f, -4.f, 2.f, 0.f}));
-  spatten::dequantize_msb_lsb_rows(msb.data(), nullptr, &scale, 1, 4, 1, 2, back.data());
+  spatten::dequantize_msb_lsb_rows<float>(msb.data(), nullptr, &scale, 1, 4, 1, 2, back.data());
   EXPECT_EQ(back, (std::vector<float>{6.f, -2.f, 2.f, 2.f}));  // missing LSBs at their midpoint 2
 }
 
@@ -68,7 +68,7 @@ TEST(Dequantize, PerTokenScales) {
   const std::vector<int16_t> msb = {1, 2, 3, 4};  // rows = 2, d = 2
   const float scales[] = {0.5f, 2.f};
   std::vector<float> out(4);
-  spatten::dequantize_msb_lsb_rows(msb.data(), nullptr, scales, 2, 2, 1, 0, out.data());
+  spatten::dequantize_msb_lsb_rows<float>(msb.data(), nullptr, scales, 2, 2, 1, 0, out.data());
   EXPECT_EQ(out, (std::vector<float>{0.5f, 1.f, 6.f, 8.f}));
 }
 
