@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from spatten.config import SpAttenConfig
-from spatten.eval.embed import embed_sentences
+from spatten.models.embed import embed_sentences
 from spatten.eval.tasks import glue_task
 from spatten.models.registry import load_model
 from spatten.training.finetune import accuracy, finetune
@@ -34,8 +34,8 @@ def test_finetuning_fits_its_batch_and_trains_the_pruned_attention(sst2, tmp_pat
 
 
 def test_accuracy_without_pruning_matches_the_project_classifier(sst2, tmp_path):
-    """`accuracy` (the differentiable features) agrees with spatten.models.heads' TaskHead on embed_sentences."""
-    from spatten.models.heads import train_head
+    """`accuracy` (the differentiable features) agrees with spatten.training.heads' TaskHead on embed_sentences."""
+    from spatten.training.heads import train_head
 
     loaded = load_model("minilm", kind="encoder")
     fitted = train_head(loaded, sst2, n_train=32, cache_dir=tmp_path)

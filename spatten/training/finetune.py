@@ -1,7 +1,7 @@
 """Fine-tuning with pruning in the loop: a sentence encoder and its linear task head trained together while
 `spatten.patch` prunes, as the SpAtten paper and LTP fine-tune their pruned models.
 
-The starting point is the project's standard classifier (spatten.models.heads): the embedded MiniLM, a linear
+The starting point is the project's standard classifier (spatten.training.heads): the embedded MiniLM, a linear
 head fitted on its unpruned sentence embeddings (mean of the last hidden states over real tokens, L2
 normalised). Pruned at keep 0.3 without retraining, that classifier loses accuracy: the mean now runs over the
 surviving tokens, whose states were computed from fewer tokens. Fine-tuning encoder and head with the same
@@ -40,12 +40,12 @@ class FinetuneResult:
 
 
 def sentence_features(model, tokenizer, text_a, text_b, handle, max_length: int):
-    """Classifier features [N, F] as spatten.models.heads builds them (u, or [u, v, |u-v|, u*v] for pairs), from
+    """Classifier features [N, F] as spatten.training.heads builds them (u, or [u, v, |u-v|, u*v] for pairs), from
     the pruned encoder, differentiable."""
     import torch
 
     def embed(texts):
-        from spatten.eval.embed import _output_mask
+        from spatten.models.embed import _output_mask
 
         enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
@@ -86,16 +86,16 @@ def finetune(task: str = "sst-2", config: SpAttenConfig | None = None, *, steps:
     classification task with `config` (default token_keep 0.3) applied in the loop, in train mode (the
     encoder's own dropout). Accuracy is measured on the dev set (first n_dev examples) at `config`.
 
-    head_train: examples for the initial head (spatten.models.heads.train_head, cached); train_pool: draw the
+    head_train: examples for the initial head (spatten.training.heads.train_head, cached); train_pool: draw the
     fine-tuning batches from the first train_pool shuffled training examples (None: all); steps of batch_size.
     The model is trained in place.
     """
     import torch
 
     import spatten
-    from spatten.eval.runners import torch_threads
+    from spatten.threads import torch_threads
     from spatten.eval.tasks import glue_task
-    from spatten.models.heads import train_head
+    from spatten.training.heads import train_head
     from spatten.models.registry import load_model
 
     config = SpAttenConfig(token_keep=0.3) if config is None else config
