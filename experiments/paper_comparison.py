@@ -24,11 +24,12 @@ from spatten.hwsim import baselines, paper
 from spatten.trace import Trace
 
 SOURCES = """Sources:
-  paper numbers  SpAtten abstract, arXiv 2012.09852: 1.6x / 3.0x speedup and 1.4x / 3.2x energy saving over A3 /
-                 MNNFast (SpAtten-1/8, 128 multipliers, built for this comparison: notes spatten-original.md s7 [S])
-  A3             Ham et al., HPCA 2020, arXiv 2002.10941 (abstract): approximate candidate search over the keys
-  MNNFast        Jang et al., ISCA 2019 (abstract): column-based streaming, zero-skipping of small probabilities
-  assumed        both read every key at the dense widths (8 + 4 bits); the paper's workload mix is not known here"""
+  paper    SpAtten abstract, arXiv 2012.09852: 1.6x / 3.0x speedup, 1.4x / 3.2x energy saving over
+           A3 / MNNFast; SpAtten-1/8 (128 multipliers) is the configuration of that comparison
+           (notes spatten-original.md s7 [S])
+  A3       Ham et al., HPCA 2020, arXiv 2002.10941 (abstract): approximation of a content-based search
+  MNNFast  Jang et al., ISCA 2019 (abstract): column-based streaming, zero-skipping of output computation
+  assumed  both read every key at the dense widths (8 + 4 bits); the paper's workload mix is not known here"""
 
 
 def workloads(quick: bool) -> dict[str, list[Trace]]:
@@ -38,7 +39,8 @@ def workloads(quick: bool) -> dict[str, list[Trace]]:
     if not quick:
         out["GPT-2-medium, WikiText-2 (official trace)"] = [
             Trace.from_official_csv(root / paper.OFFICIAL_PRUNED["gpt2-medium"])]
-        out["BERT-base, 8 GLUE-like lengths (synthetic)"] = [paper.bert_trace(n) for n in paper.GLUE_LIKE_LENGTHS]
+        out["BERT-base, 8 GLUE-like lengths (synthetic)"] = [
+            paper.bert_trace(n) for n in paper.GLUE_LIKE_LENGTHS]
     return out
 
 
@@ -51,7 +53,8 @@ def comparison_table(quick: bool = False) -> pd.DataFrame:
             rows.append(dict(workload=name, baseline=c.baseline.name, speedup_low=lo,
                              speedup_if_values_fetched=c.speedup_if_values_fetched, speedup_high=hi,
                              paper_speedup=c.baseline.paper_speedup, paper_within=c.paper_within,
-                             energy_low=elo, energy_high=ehi, paper_energy=c.baseline.paper_energy_saving))
+                             energy_low=elo, energy_high=ehi,
+                             paper_energy=c.baseline.paper_energy_saving))
     return pd.DataFrame(rows)
 
 
@@ -61,15 +64,17 @@ def main() -> None:
     parser.add_argument("--csv", help="also write the table here (atomically)")
     args = parser.parse_args()
     table = comparison_table(args.quick)
-    print("SpAtten-1/8 over each baseline on SpAtten-1/8's resources: [lower, upper] from the baseline's keys alone"
-          " at peak DRAM rate to its preset (saving off); 'K+V' = it reads every value too, compute hidden.\n")
-    print("| workload | vs | speedup [lower, upper] | K+V | paper | paper in range | energy saving [lower, upper]"
-          " | paper |")
+    print("SpAtten-1/8 over each baseline on SpAtten-1/8's resources. [lower, upper]: from the baseline's"
+          " keys alone at the peak DRAM rate to its preset (its saving off); K+V: it reads every value"
+          " too, all compute hidden.\n")
+    print("| workload | vs | speedup [lower, upper] | K+V | paper | paper in range "
+          "| energy saving [lower, upper] | paper |")
     print("|---|---|---|---:|---:|---|---|---:|")
     for r in table.itertuples():
         print(f"| {r.workload} | {r.baseline} | [{r.speedup_low:.2f}, {r.speedup_high:.2f}] | "
-              f"{r.speedup_if_values_fetched:.2f} | {r.paper_speedup:.1f} | {'yes' if r.paper_within else 'no'} | "
-              f"[{r.energy_low:.2f}, {r.energy_high:.2f}] | {r.paper_energy:.1f} |")
+              f"{r.speedup_if_values_fetched:.2f} | {r.paper_speedup:.1f} | "
+              f"{'yes' if r.paper_within else 'no'} | [{r.energy_low:.2f}, {r.energy_high:.2f}] | "
+              f"{r.paper_energy:.1f} |")
     print()
     print(SOURCES)
     if args.csv:

@@ -19,10 +19,10 @@ def one_row_trace(kv_len: int, keys: int, values: int, *, heads: int = 1, kv_hea
                   stage: str = "generate", bits: int = 8) -> Trace:
     """`heads` heads of one layer; each reads `keys` of kv_len keys and `values` values at `bits`."""
     query_rows = 1 if stage == "generate" else kv_len
-    records = [dict(stage=stage, step=0, layer=0, head=h, head_kept=True, d_head=D, query_rows=query_rows,
-                    kv_len=kv_len, keys_fetched=keys, values_fetched=values, k_msb_bits=bits, k_lsb_bits=-1,
-                    q_bits=bits, v_bits=bits, threshold=-1.0, lsb_refetch_rows=0, accumulate_importance=False,
-                    rescale_importance=False, topk_kind="none", topk_k=-1) for h in range(heads)]
+    records = [dict(stage=stage, step=0, layer=0, head=h, head_kept=True, d_head=D,
+                    query_rows=query_rows, kv_len=kv_len, keys_fetched=keys, values_fetched=values,
+                    k_msb_bits=bits, k_lsb_bits=-1, q_bits=bits, v_bits=bits, threshold=-1.0,
+                    lsb_refetch_rows=0, accumulate_importance=False, rescale_importance=False, topk_kind="none", topk_k=-1) for h in range(heads)]
     meta = {"heads": heads, "kv_heads": kv_heads or heads}
     return Trace.from_records(records, meta)
 
@@ -30,7 +30,7 @@ def one_row_trace(kv_len: int, keys: int, values: int, *, heads: int = 1, kv_hea
 @pytest.mark.parametrize("preset", ["a3", "mnnfast"])
 def test_baseline_presets_fetch_and_compute_everything_from_first_principles(preset):
     # One generation row over 100 keys of d = 64, whatever the pruned row kept. The baseline with its saving
-    # off reads every key as 8 + 4 bits (1.5 B per element) and every value at 8 bits, appends one K and one V:
+    # off reads every key as 8 + 4 bits (1.5 B an element) and every value at 8 bits, appends one K and V:
     kv_len = 100
     report = hwsim.simulate(one_row_trace(kv_len, keys=50, values=25), preset, dense_baseline=False)
     assert report.dram_bytes_read == kv_len * D * 3 // 2 + kv_len * D
@@ -75,8 +75,9 @@ def test_a_trace_that_neither_prunes_nor_quantizes_is_the_baselines_upper_end():
 def test_paper_comparison_script_prints_the_papers_numbers_and_sources(data_dir, tmp_path):
     env = {**os.environ, "SPATTEN_DATA_DIR": str(data_dir)}
     csv = tmp_path / "comparison.csv"
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "paper_comparison.py"), "--quick", "--csv",
-                          str(csv)], capture_output=True, text=True, check=True, timeout=120, env=env).stdout
+    script = ROOT / "experiments" / "paper_comparison.py"
+    out = subprocess.run([sys.executable, str(script), "--quick", "--csv", str(csv)], capture_output=True,
+                         text=True, check=True, timeout=120, env=env).stdout
     rows = [line for line in out.splitlines() if line.startswith("| GPT-2-small")]
     assert len(rows) == 2
     assert "| A3 |" in rows[0] and "| 1.6 |" in rows[0]

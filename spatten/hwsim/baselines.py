@@ -1,29 +1,27 @@
-"""A3 and MNNFast next to SpAtten-1/8, as a range of cycles each baseline must fall in (docs/hwsim.md "A3 and MNNFast").
+"""A3 and MNNFast next to SpAtten-1/8: the range of cycles each baseline must fall in.
 
-Our sources give the two baselines' *mechanisms* but not the numbers a cycle model needs (A3's candidate
-count per query, MNNFast's skipped fraction, either datapath width), so neither is simulated as a point.
-What the sources do support is a range, on the same resources as SpAtten-1/8 (SpAtten, HPCA 2021: the 1/8
-configuration exists "for fair comparison with A3/MNNFast", ../shared/notes/spatten-original.md section 7 [S]):
+docs/hwsim.md "A3 and MNNFast" has the sources. They give the two baselines' *mechanisms* but not the numbers
+a cycle model needs (A3's candidates per query, MNNFast's skipped fraction, either datapath width), so neither
+is simulated as a point. What they support is a range on SpAtten-1/8's resources (the 1/8 configuration was
+built for the comparison with A3 and MNNFast: ../shared/notes/spatten-original.md section 7 [S]):
 
-- **upper end** = the preset (`a3`, `mnnfast`): every key and value fetched and every product computed, i.e.
-  the baseline with its saving switched off. Neither design can be slower than that on these resources
-  (ASSUMED: their pipelines overlap fetch and compute at least as well as SpAtten's dense mode).
-- **middle** (printed, not a bound): every key *and value* the dense run reads, at the peak DRAM rate, with all
-  compute hidden -- a baseline that saves compute only, as the SpAtten paper characterises both (our brief;
-  not verified in the paper text).
-- **lower end** = the baseline's keys alone at the peak DRAM rate. Both must read every key: A3's candidate
-  search runs over the whole (column-sorted) key matrix, and MNNFast's zero-skipping needs every score to know
-  which probabilities are small; both save *computation* (A3: approximate search; MNNFast: skipped outputs),
-  not key reads (A3 and MNNFast abstracts). No schedule beats that, whatever compute or values they skip.
+- **lower end**: the baseline's keys alone at the peak DRAM rate. Both read every key: MNNFast's zero-skipping
+  needs every score to know which probabilities are small, and A3's candidate search runs over the whole key
+  matrix; both save *computation* (abstracts: A3 approximation, MNNFast skipped output computation), not key
+  reads. No schedule beats this, whatever compute or values it skips.
+- **K+V** (printed, not a bound): every key and value the dense run reads, at the peak DRAM rate, all compute
+  hidden: a baseline that saves compute only.
+- **upper end**: the presets `a3` / `mnnfast`, i.e. SpAtten-1/8 running the trace dense: every key and value
+  fetched and every product computed, the baseline with its saving off. ASSUMED: neither design overlaps
+  fetch and compute worse than SpAtten's dense mode.
 
-So SpAtten-1/8's speedup over each lies in [lower / SpAtten cycles, upper / SpAtten cycles]; the same for energy
-with the keys' DRAM read energy as the lower end. Keys are counted at the dense baseline's widths (8 + 4 bits,
-docs/hwsim.md "Bit widths"), ASSUMED for both baselines.
+So SpAtten-1/8's speedup over each lies in [lower, upper] / SpAtten-1/8's cycles; the same for energy, with
+the keys' DRAM read energy as the lower end. Keys count at the dense baseline's widths (8 + 4 bits,
+docs/hwsim.md "Bit widths"): ASSUMED for both baselines.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,11 +47,11 @@ class Baseline:
 
 BASELINES = (
     Baseline("A3", "a3", 1.6, 1.4,
-             "Q.K work outside its approximate candidates (and their softmax / P.V)",
-             "Ham et al., HPCA 2020, arXiv 2002.10941 (abstract: approximation + specialized pipeline, 40 nm chip)"),
+             "Q.K work outside its approximate candidates (and their softmax and P.V)",
+             "Ham et al., HPCA 2020, arXiv 2002.10941 (abstract)"),
     Baseline("MNNFast", "mnnfast", 3.0, 3.2,
              "P.V work for probabilities below its zero-skipping threshold",
-             "Jang et al., ISCA 2019 (abstract: column-based streaming, zero-skipping, embedding cache)"),
+             "Jang et al., ISCA 2019 (abstract)"),
 )
 
 
@@ -65,7 +63,7 @@ class Comparison:
     workload: str
     spatten_cycles: int
     low_cycles: float  # the baseline's keys alone at the peak DRAM rate
-    all_kv_cycles: float  # every key and value the dense run reads, at the peak DRAM rate, compute hidden
+    all_kv_cycles: float  # every key and value the dense run reads, at the peak DRAM rate
     high_cycles: int  # the baseline with its saving off (its preset)
     spatten_joules: float
     low_joules: float  # the keys' DRAM read energy
@@ -91,45 +89,41 @@ class Comparison:
 
 
 def key_bytes(trace: Trace) -> int:
-    """Bytes of every key the dense run reads: all heads (one per K/V head), all kv_len keys, 12-bit keys.
+    """Bytes of every key the dense run reads: all kv_len keys of every K/V head of every layer, 12-bit.
 
-    One K fetch per (sequence, stage, step, layer, K/V head), as the simulator fetches them (GQA groups share).
+    One K fetch per (sequence, stage, step, layer, K/V head), as the simulator fetches them (GQA: shared).
     """
     rows = trace.rows
+    heads = max(int(trace.meta.get("heads") or 0), int(rows["head"].max()) + 1)
     kv_heads = int(trace.meta.get("kv_heads") or 0)
-    heads = int(trace.meta.get("heads") or 0)
-    heads = max(heads, int(rows["head"].max()) + 1)
     kv_heads = kv_heads if kv_heads and heads % kv_heads == 0 else heads
-    per_group = rows.groupby(["sequence", "stage", "step", "layer"], sort=False).agg(
+    groups = rows.groupby(["sequence", "stage", "step", "layer"], sort=False).agg(
         kv_len=("kv_len", "max"), d_head=("d_head", "max"))
-    bits = per_group["kv_len"].to_numpy(np.int64) * per_group["d_head"].to_numpy(np.int64) * DENSE_KEY_BITS
+    bits = groups["kv_len"].to_numpy(np.int64) * groups["d_head"].to_numpy(np.int64) * DENSE_KEY_BITS
     return int(kv_heads * int(np.sum(bits)) // 8)
 
 
-def _key_read_joules(dense: Report, nbytes: int) -> float:
-    """DRAM read energy of `nbytes`, at the per-byte read energy the dense run paid (activations excluded)."""
+def _cycles_at_peak(nbytes: float, report: Report) -> float:
+    return nbytes / (report["peak_dram_bytes_per_second"] / report["clock_hz"])
+
+
+def _read_joules(dense: Report, nbytes: int) -> float:
+    """DRAM read energy of `nbytes` at the per-byte read energy the dense run paid (activations excluded)."""
     return dense.energy_breakdown["dram_read"] / dense.dram_bytes_read * nbytes
 
 
-def compare(workload: str, traces: list[Trace], baselines=BASELINES, preset: str = SPATTEN_1_8) -> list[Comparison]:
-    """SpAtten (`preset`, the pruned traces) against every baseline's range on the same traces."""
+def compare(workload: str, traces: list[Trace], baselines=BASELINES,
+            preset: str = SPATTEN_1_8) -> list[Comparison]:
+    """SpAtten (`preset`, on the pruned traces) against each baseline's range on the same traces."""
     spatten = [simulate(t, preset, dense_baseline=True) for t in traces]
     keys = [key_bytes(t) for t in traces]
-    def at_peak(nbytes: int, report: Report) -> float:
-        return nbytes / (report["peak_dram_bytes_per_second"] / report["clock_hz"])
-
-    low_cycles = sum(at_peak(k, r) for k, r in zip(keys, spatten))
-    all_kv_cycles = sum(at_peak(r.dense.dram_bytes_read, r) for r in spatten)
-    low_joules = sum(_key_read_joules(r.dense, k) for k, r in zip(keys, spatten))
+    low_cycles = sum(_cycles_at_peak(k, r) for k, r in zip(keys, spatten))
+    all_kv_cycles = sum(_cycles_at_peak(r.dense.dram_bytes_read, r) for r in spatten)
+    low_joules = sum(_read_joules(r.dense, k) for k, r in zip(keys, spatten))
     out = []
     for b in baselines:
         runs = [simulate(t, b.preset, dense_baseline=False) for t in traces]
         out.append(Comparison(b, workload, sum(r.cycles for r in spatten), low_cycles, all_kv_cycles,
-                              sum(r.cycles for r in runs),
-                              sum(r.energy_joules for r in spatten), low_joules, sum(r.energy_joules for r in runs)))
+                              sum(r.cycles for r in runs), sum(r.energy_joules for r in spatten), low_joules,
+                              sum(r.energy_joules for r in runs)))
     return out
-
-
-def geomean(values) -> float:
-    values = list(values)
-    return math.exp(sum(math.log(v) for v in values) / len(values))
