@@ -22,7 +22,8 @@ def one_row_trace(kv_len: int, keys: int, values: int, *, heads: int = 1, kv_hea
     records = [dict(stage=stage, step=0, layer=0, head=h, head_kept=True, d_head=D,
                     query_rows=query_rows, kv_len=kv_len, keys_fetched=keys, values_fetched=values,
                     k_msb_bits=bits, k_lsb_bits=-1, q_bits=bits, v_bits=bits, threshold=-1.0,
-                    lsb_refetch_rows=0, accumulate_importance=False, rescale_importance=False, topk_kind="none", topk_k=-1) for h in range(heads)]
+                    lsb_refetch_rows=0, accumulate_importance=False, rescale_importance=False,
+                    topk_kind="none", topk_k=-1) for h in range(heads)]
     meta = {"heads": heads, "kv_heads": kv_heads or heads}
     return Trace.from_records(records, meta)
 
