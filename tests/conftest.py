@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,12 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def workloads_dir(data_dir: Path) -> Path:
     return data_dir / "spatten-workloads"
+
+
+@pytest.fixture(scope="session")
+def spatten_sim() -> list[str]:
+    """The `spatten-sim` command of the interpreter running the tests (its venv's script, not whatever is on PATH)."""
+    script = Path(sys.executable).parent / "spatten-sim"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from spatten.hwsim.cli import main; sys.exit(main())"]

@@ -102,7 +102,7 @@ def test_a_batch_reports_one_row_per_sequence(tmp_path):
     assert hwsim.simulate(batch.save(tmp_path / "b.trace")).cycles == report.cycles
 
 
-def test_unknown_override_keys_name_the_key_and_the_nearest_one(workloads_dir, tmp_path):
+def test_unknown_override_keys_name_the_key_and_the_nearest_one(workloads_dir, tmp_path, spatten_sim):
     trace = Trace.from_records(layer_rows(layers=1))
     with pytest.raises(hwsim.PresetError, match=r"hardware\.topk_paralelism .*did you mean hardware\.topk_parallelism"):
         hwsim.simulate(trace, overrides={"hardware": {"topk_paralelism": 1}})
@@ -112,7 +112,7 @@ def test_unknown_override_keys_name_the_key_and_the_nearest_one(workloads_dir, t
     bad.write_text("name: typo\nbase: spatten\ndram: {chanels: 4}\n")
     with pytest.raises(hwsim.PresetError, match=r"dram\.chanels .*dram\.channels"):
         hwsim.simulate(trace, preset_file=bad)
-    proc = subprocess.run(["spatten-sim", "--set", "hardware.topk_paralelism=1", str(workloads_dir / "small.csv")],
+    proc = subprocess.run([*spatten_sim, "--set", "hardware.topk_paralelism=1", str(workloads_dir / "small.csv")],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "hardware.topk_paralelism" in proc.stderr and "did you mean hardware.topk_parallelism" in proc.stderr

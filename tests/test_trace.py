@@ -151,7 +151,8 @@ CORPUS = [
 
 
 @pytest.mark.parametrize("name,build,accepted", CORPUS, ids=[c[0] for c in CORPUS])
-def test_python_readers_and_the_simulator_share_one_grammar(workloads_dir, tmp_path, name, build, accepted):
+def test_python_readers_and_the_simulator_share_one_grammar(workloads_dir, tmp_path, name, build, accepted,
+                                                            spatten_sim):
     import subprocess
 
     path = tmp_path / "t.trace"
@@ -161,19 +162,19 @@ def test_python_readers_and_the_simulator_share_one_grammar(workloads_dir, tmp_p
         python_ok = True
     except TraceFormatError:
         python_ok = False
-    cli = subprocess.run(["spatten-sim", "--no-dense", "--json", "-", str(path)], capture_output=True, text=True)
+    cli = subprocess.run([*spatten_sim, "--no-dense", "--json", "-", str(path)], capture_output=True, text=True)
     assert cli.returncode in (0, 2), cli.stderr
     assert (python_ok, cli.returncode == 0) == (accepted, accepted), cli.stderr
 
 
-def test_invalid_utf8_is_refused_by_both(tmp_path):
+def test_invalid_utf8_is_refused_by_both(tmp_path, spatten_sim):
     import subprocess
 
     path = tmp_path / "t.trace"
     path.write_bytes(_native_text().encode().replace(b"tiny", b"ti\xffny"))
     with pytest.raises(TraceFormatError, match="UTF-8"):
         Trace.load(path)
-    assert subprocess.run(["spatten-sim", "--no-dense", str(path)], capture_output=True).returncode == 2
+    assert subprocess.run([*spatten_sim, "--no-dense", str(path)], capture_output=True).returncode == 2
 
 
 def test_save_never_writes_a_file_the_simulator_refuses(tmp_path):
