@@ -93,11 +93,12 @@ def check_patch_and_simulator(workdir: Path) -> None:
 def check_cli_versions() -> None:
     sim = command("spatten-sim", "--version")
     check("spatten-sim --version", sim.stdout.strip() == f"spatten-sim {spatten.__version__}", sim.stdout.strip())
-    check("spatten --help", command("spatten", "--help").returncode == 0)
-    main = command("spatten", "--version")
-    if "unrecognized arguments" in main.stderr:  # the flag lands with the CLI change of another branch
+    usage = command("spatten", "--help")
+    check("spatten --help", usage.returncode == 0)
+    if "--version" not in usage.stdout:  # the flag lands with the CLI change of another branch
         print("note spatten --version: not in this CLI yet")
     else:
+        main = command("spatten", "--version")
         check("spatten --version", main.returncode == 0 and spatten.__version__ in main.stdout, main.stdout.strip())
 
 
