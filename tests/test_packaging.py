@@ -178,3 +178,19 @@ def test_pip_install_source_tree_with_build_isolation(source_hash, tmp_path):
     python = _venv_with_torch("source")
     _install_once(python, source_hash, ".", cwd=ROOT)
     assert "smoke test passed" in _smoke(python, tmp_path)
+
+
+def test_build_without_torch_says_so_first(tmp_path):
+    """--no-build-isolation in an env without torch stops at CMake's first check with one sentence."""
+    path = CACHE / "venv-notorch"
+    python = path / "bin" / "python"
+    if not (path / ".ok").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        venv.create(path, with_pip=True)
+        _run(python, "-m", "pip", "install", "-q", "scikit-build-core>=0.10", "pybind11>=2.12", env=_clean_env())
+        (path / ".ok").touch()
+    proc = subprocess.run([python, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "."], cwd=ROOT,
+                          env=_clean_env(), capture_output=True, text=True)
+    output = " ".join((proc.stdout + proc.stderr).split())  # CMake wraps its message over several lines
+    assert proc.returncode != 0
+    assert f"but {python} cannot import torch. Install the supported torch first (pip install torch==2.13.0)" in output
