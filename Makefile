@@ -10,7 +10,8 @@ export SPATTEN_DATA_DIR
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-APT_PACKAGES := libeigen3-dev libgtest-dev libyaml-cpp-dev
+# python3-venv and binutils (objdump): the packaging test's fresh venvs and its ISA check.
+APT_PACKAGES := libeigen3-dev libgtest-dev libyaml-cpp-dev python3-venv binutils
 # Portable (baseline x86-64) builds unless SPATTEN_NATIVE_ARCH=ON is given (docs/install.md); pip reads it too.
 SPATTEN_NATIVE_ARCH ?= OFF
 export SPATTEN_NATIVE_ARCH
