@@ -10,8 +10,12 @@ export SPATTEN_DATA_DIR
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-APT_PACKAGES := libeigen3-dev libgtest-dev libyaml-cpp-dev
-CMAKE_TEST_FLAGS := -DSPATTEN_BUILD_TESTS=ON -DSPATTEN_BUILD_PYTHON=OFF -G Ninja
+# python3-venv and binutils (objdump): the packaging test's fresh venvs and its ISA check.
+APT_PACKAGES := libeigen3-dev libgtest-dev libyaml-cpp-dev python3-venv binutils
+# Portable (baseline x86-64) builds unless SPATTEN_NATIVE_ARCH=ON is given (docs/install.md); pip reads it too.
+SPATTEN_NATIVE_ARCH ?= OFF
+export SPATTEN_NATIVE_ARCH
+CMAKE_TEST_FLAGS := -DSPATTEN_BUILD_TESTS=ON -DSPATTEN_BUILD_PYTHON=OFF -DSPATTEN_NATIVE_ARCH=$(SPATTEN_NATIVE_ARCH) -G Ninja
 
 .PHONY: demo test deps build cpp-test cpp-test-asan pytest bench clean
 
@@ -25,7 +29,8 @@ deps:
 	@# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	@$(PYTHON) -c "import torch, sys; sys.exit(not torch.__version__.startswith('2.13.'))" 2>/dev/null \
 		|| $(PIP) install -q torch==2.13.0
-	@$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake
+	@# build: `python -m build` for the packaging test (tests/test_packaging.py).
+	@$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake build
 
 # Editable install against the installed torch; serialised so parallel builds never share a build dir.
 build: deps

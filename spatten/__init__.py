@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+# The one place the version is written: pyproject.toml (scikit-build-core's regex provider) and CMake (spatten-sim
+# --version, spatten/_build_info.py) read this line.
 __version__ = "0.1.0"
 
 _LAZY_ATTRS = {

@@ -25,7 +25,8 @@ const char* kUsage =
     "usage: spatten-sim [--preset NAME | --preset-file PATH] [--preset-dir DIR] [--set SECTION.KEY=VALUE]...\n"
     "                   [--json PATH|-] [--no-dense] TRACE\n"
     "       spatten-sim --list            components and what each models\n"
-    "       spatten-sim --list-presets    presets found\n";
+    "       spatten-sim --list-presets    presets found\n"
+    "       spatten-sim --version\n";
 
 std::vector<std::string> preset_dirs(const std::vector<std::string>& extra) {
   std::vector<std::string> dirs = extra;
@@ -112,6 +113,10 @@ int run(int argc, char** argv) {
     }
     else if (a == "--list") list = true;
     else if (a == "--list-presets") list_presets_flag = true;
+    else if (a == "--version") {
+      std::cout << "spatten-sim " SPATTEN_VERSION "\n";
+      return 0;
+    }
     else if (a == "-h" || a == "--help") {
       std::cout << kUsage;
       return 0;
