@@ -15,6 +15,7 @@ import weakref
 
 import torch
 
+from spatten.patch import eviction
 from spatten.patch.compat import UnsupportedModelError, batch_and_length, cache_layer, forward_argument
 from spatten.patch.runner import Runner, keep_count, top_entries
 
@@ -71,11 +72,15 @@ class DecoderRunner(Runner):
                              f"(every token so far) or {length} (the tokens of this call)")
         self.pad = torch.cat([self.pad, new_pad], dim=1)
         self.importance = torch.cat([self.importance, torch.zeros(batch, length, device=device)], dim=1)
+        eviction.extend(self, length)  # issue 9: exposure counts for importance_norm "mean"
         alive = torch.full((batch, length), self.spec.layers, dtype=torch.int64, device=device)
         self.evicted_at = torch.cat([self.evicted_at, alive], dim=1)
         self.query_slots = torch.arange(seen, total, device=device)
         self.total = total
         self.decoding = seen > 0 and length == 1
+        if self.decoding:
+            eviction.between_steps(self)  # issue 9: importance rescaling between decode steps
+        self.prunes_inside = eviction.prunes_inside_forward(self, length)  # issue 9: prefill_pruning
         if self.decoding:
             self.recorder.begin("generate", self.generate_steps)
         else:
@@ -91,6 +96,8 @@ class DecoderRunner(Runner):
         self.head_importance = None
 
     def _finish(self, module, args, output):
+        if not self.prunes_inside:
+            eviction.prune_cache_after_prefill(self, self._evict)  # issue 9: prefill_pruning "after"
         self.recorder.finish()
         if self.decoding:
             self.generate_steps += 1
@@ -120,7 +127,7 @@ class DecoderRunner(Runner):
             raise RuntimeError(f"layer {layer}: the KV cache holds {k.shape[2]} tokens but spatten tracked "
                                f"{kslot.shape[1]}; was the cache changed outside the patch?")
         valid = self.pad.gather(1, kslot)
-        if self.config.prunes_tokens and layer > 0:
+        if self.config.prunes_tokens and layer > 0 and self.prunes_inside:  # issue 9: prefill_pruning
             valid &= self.evicted_at.gather(1, kslot) >= layer  # cascade: gone at an earlier layer = gone here
             kslot, valid, k, v = self._evict(layer, kslot, valid, k, v, cache)
         if cache is not None:
@@ -139,11 +146,8 @@ class DecoderRunner(Runner):
         keep = min(target, max(1, int(valid.sum(-1).max())), stored)
         if keep == stored:
             return kslot, valid, k, v
-        protect = None
-        if self.decoding:
-            protect = torch.zeros_like(valid)
-            protect[:, -1] = True  # the token being generated is kept at its own step
-        kept = top_entries(self.importance.gather(1, kslot), valid, keep, protect)
+        # issue 9: the score and the never-evicted slots (new token, sinks, recent window) are eviction's
+        kept = top_entries(eviction.scores(self, kslot), valid, keep, eviction.protected(self, kslot, valid))
         dropped = valid & ~torch.zeros_like(valid).scatter_(1, kept, True)
         self.evicted_at.scatter_(1, kslot, torch.where(dropped, layer, self.evicted_at.gather(1, kslot)))
         index = kept[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
