@@ -31,8 +31,8 @@ class PruningSchedule:
     head_unpruned_fraction / head_unpruned_min: the same for heads. Paper: 0.30.
     ramp: "linear" (the paper), "constant" (the final keep ratio on every pruned layer) or "budget" (one keep
         ratio on every pruned layer, chosen so that the *mean over all layers*, unpruned ones included, equals the
-        final keep ratio: what a KV-cache budget means; floored at 1/num_layers when the budget is smaller than
-        the unpruned layers alone).
+        final keep ratio: what a KV-cache budget means; when the unpruned layers alone exceed the budget the pruned
+        ones keep a single token).
     """
 
     token_unpruned_fraction: float = 0.15
@@ -75,7 +75,7 @@ class PruningSchedule:
                 ratios.append(final_keep)
             elif self.ramp == "budget":
                 pruned = num_layers - start
-                ratios.append(max(1.0 / num_layers, (num_layers * final_keep - start) / pruned))
+                ratios.append(max(0.0, (num_layers * final_keep - start) / pruned))  # 0 keeps one token
             else:
                 progress = (layer - start + 1) / (num_layers - start)
                 ratios.append(1.0 - (1.0 - final_keep) * progress)
@@ -204,6 +204,23 @@ class SpAttenConfig:
         settings.update(overrides)
         return cls(**settings)
 
+    @classmethod
+    def for_generation(cls, kv_keep: float, **overrides: Any) -> SpAttenConfig:
+        """The recommended decoder setting for a KV-cache budget: mean KV fraction held (over layers and decode
+        steps, as `handle.stats` measures it) at most kv_keep.
+
+        Token pruning only, with the "budget" ramp (layer 0 keeps everything, the other layers one ratio so that
+        the mean over layers is kv_keep), importance normalised per query ("mean"), the cache pruned after a
+        dense prefill, plus the sink / recent / decay settings below. Each choice was picked by measurement on
+        stories260K (experiments/calibrate_generation.py; numbers in docs/generation.md), not guessed.
+        """
+        if isinstance(kv_keep, bool) or not isinstance(kv_keep, (int, float)) or not 0.0 < kv_keep <= 1.0:
+            raise ValueError(f"kv_keep must be a number in (0, 1], got {kv_keep!r}")
+        settings: dict[str, Any] = dict(token_keep=kv_keep, schedule=PruningSchedule(ramp="budget"),
+                                        **_GENERATION_DEFAULTS)
+        settings.update(overrides)
+        return cls(**settings)
+
     # ---- serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -245,6 +262,11 @@ class SpAttenConfig:
         except yaml.YAMLError as err:
             raise ValueError(f"SpAttenConfig YAML is malformed: {err}") from None
         return cls.from_dict(data if data is not None else {})
+
+
+# for_generation's choices (experiments/calibrate_generation.py, docs/generation.md).
+_GENERATION_DEFAULTS: dict[str, Any] = dict(importance_norm="mean", prefill_pruning="after", sink_tokens=0,
+                                            recent_window=0, importance_decay=1.0)
 
 
 def _build(kind: type, data: Mapping[str, Any], prefix: str) -> Any:

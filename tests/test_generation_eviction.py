@@ -179,4 +179,5 @@ def test_budget_ramp_holds_the_mean_over_layers():
     ratios = schedule.keep_ratios(5, 0.5, "token")
     assert ratios[0] == 1.0 and ratios[1:] == [0.375] * 4
     assert sum(ratios) / 5 == pytest.approx(0.5)
-    assert schedule.keep_ratios(4, 0.1, "token")[1:] == [0.25] * 3  # floor 1/num_layers
+    assert schedule.keep_ratios(4, 0.4, "token")[1:] == pytest.approx([0.2] * 3)
+    assert schedule.keep_ratios(4, 0.1, "token")[1:] == [0.0] * 3  # budget below layer 0 alone: one token
