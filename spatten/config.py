@@ -27,7 +27,9 @@ class PruningSchedule:
 
     token_unpruned_fraction: fraction of layers (rounded up) that see every token. Paper: 0.15.
     token_unpruned_min: at least this many unpruned layers for tokens. LTP: 3; default 1 (layer 0 needs an
-        attention map before any importance exists).
+        attention map before any importance exists). 0 lets a decoder's layer 0 evict too, from the first decode
+        step on (and after a prefill with prefill_pruning "after"); encoders never prune layer 0. The cache
+        then no longer counts the tokens seen: continuing forwards must pass position_ids (generate() does).
     head_unpruned_fraction / head_unpruned_min: the same for heads. Paper: 0.30.
     ramp: "linear" (the paper), "constant" (the final keep ratio on every pruned layer) or "budget" (one keep
         ratio on every pruned layer, chosen so that the *mean over all layers*, unpruned ones included, equals the
@@ -46,10 +48,10 @@ class PruningSchedule:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"schedule.{name} must be a number in [0, 1], got {value!r}")
-        for name in ("token_unpruned_min", "head_unpruned_min"):
+        for name, least in (("token_unpruned_min", 0), ("head_unpruned_min", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"schedule.{name} must be an integer >= 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"schedule.{name} must be an integer >= {least}, got {value!r}")
         if self.ramp not in RAMPS:
             raise ValueError(f"schedule.ramp must be one of {RAMPS}, got {self.ramp!r}")
 

@@ -75,7 +75,7 @@ def reference_generation(model, prompt, cfg, steps):
         hidden = base.embed_tokens(tokens)
         for layer, block in enumerate(blocks):
             stored[layer, new] = True
-            if inside and layer > 0:
+            if inside and (layer > 0 or decoding):  # layer 0 has no importance before the first step
                 evict(layer, length, decoding)
             allowed[layer, new] = stored[layer][None, :] & (torch.arange(total)[None, :] <= new[:, None])
             hidden, probs = run_layer(block, base.rotary_emb, hidden, allowed[layer, :length, :length], positions)
@@ -88,7 +88,7 @@ def reference_generation(model, prompt, cfg, steps):
                 importance[:length] += received
                 exposure[:length] += HEADS * allowed[layer, rows, :length].sum(0)
         if not inside:
-            for layer in range(1, LAYERS):
+            for layer in range(LAYERS):
                 evict(layer, length, decoding)
         kept.append([stored[layer, :length].nonzero()[:, 0] for layer in range(LAYERS)])
         logits = model.lm_head(base.norm(hidden)[:, -1])
@@ -103,7 +103,8 @@ def patched_generation(model, prompt, cfg, steps):
         for step in range(steps + 1):
             if step > 0:
                 token = out.logits[:, -1].argmax(-1, keepdim=True)
-                out = model(input_ids=token, use_cache=True, **{_cache_kw(model): _returned_cache(out)})
+                out = model(input_ids=token, use_cache=True, position_ids=torch.tensor([[prompt.shape[1] + step - 1]]),
+                            **{_cache_kw(model): _returned_cache(out)})
             kept.append([slots[0] for slots in handle.last_kept_positions])
     return kept
 
@@ -116,11 +117,14 @@ OPTIONS = {
     "last": dict(importance_norm="last"),
     "decay": dict(importance_decay=0.1),
     "after": dict(prefill_pruning="after"),
+    "layer0": dict(schedule=PruningSchedule(ramp="constant", token_unpruned_fraction=0.0, token_unpruned_min=0)),
+    "layer0-after": dict(schedule=PruningSchedule(ramp="budget", token_unpruned_fraction=0.0, token_unpruned_min=0),
+                         prefill_pruning="after", importance_norm="mean"),
     "all": dict(sink_tokens=2, recent_window=4, importance_norm="mean", importance_decay=0.5,
                 prefill_pruning="after"),
 }
 # Settings an option is compared against to show it changes what is kept (default: the paper's).
-CONTEXT = {"sink": dict(importance_norm="last")}
+CONTEXT = {"sink": dict(importance_norm="last"), "layer0-after": dict(prefill_pruning="after", importance_norm="mean")}
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +138,10 @@ def llama():
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_each_option_keeps_what_the_reference_keeps(llama, option):
     model, prompt = llama
-    cfg = SpAttenConfig(**BASE, **OPTIONS[option])
+    cfg = SpAttenConfig(**{**BASE, **OPTIONS[option]})
     with torch.no_grad():
         expected = reference_generation(model, prompt, cfg, STEPS)
-        default = reference_generation(model, prompt, SpAttenConfig(**BASE, **CONTEXT.get(option, {})), STEPS)
+        default = reference_generation(model, prompt, SpAttenConfig(**{**BASE, **CONTEXT.get(option, {})}), STEPS)
     got = patched_generation(model, prompt, cfg, STEPS)
     for step in range(STEPS + 1):
         for layer in range(LAYERS):
@@ -157,6 +161,7 @@ def test_windows_are_never_evicted(llama):
             assert must <= set(slots.tolist())
 
 
+@pytest.mark.filterwarnings("ignore::spatten.patch.eviction.SpAttenCausalityWarning")
 @pytest.mark.parametrize("option", list(OPTIONS))
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_keep_one_with_any_option_is_the_unpatched_model(option, family):
@@ -181,3 +186,18 @@ def test_budget_ramp_holds_the_mean_over_layers():
     assert sum(ratios) / 5 == pytest.approx(0.5)
     assert schedule.keep_ratios(4, 0.4, "token")[1:] == pytest.approx([0.2] * 3)
     assert schedule.keep_ratios(4, 0.1, "token")[1:] == [0.0] * 3  # budget below layer 0 alone: one token
+
+
+@pytest.mark.filterwarnings("ignore::spatten.patch.eviction.SpAttenCausalityWarning")
+def test_layer0_eviction_needs_explicit_positions(llama):
+    model, prompt = llama
+    cfg = SpAttenConfig(token_keep=0.4, prefill_pruning="after",
+                        schedule=PruningSchedule(ramp="budget", token_unpruned_fraction=0.0, token_unpruned_min=0))
+    with torch.no_grad(), spatten.patch(model, cfg):
+        out = model(input_ids=prompt, use_cache=True)
+        step = dict(input_ids=prompt[:, -1:], use_cache=True, **{_cache_kw(model): _returned_cache(out)})
+        with pytest.raises(ValueError, match="pass position_ids"):
+            model(**step)
+        model(**step, position_ids=torch.tensor([[PROMPT]]))  # fine with positions
+        generated = model.generate(prompt, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert generated.shape[1] == PROMPT + 3

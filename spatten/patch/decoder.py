@@ -81,6 +81,7 @@ class DecoderRunner(Runner):
         if self.decoding:
             eviction.between_steps(self)  # issue 9: importance rescaling between decode steps
         self.prunes_inside = eviction.prunes_inside_forward(self, length)  # issue 9: prefill_pruning
+        eviction.check_positions(self, continuing, forward_argument(module, args, kwargs, "position_ids"))
         if self.decoding:
             self.recorder.begin("generate", self.generate_steps)
         else:
@@ -127,7 +128,8 @@ class DecoderRunner(Runner):
             raise RuntimeError(f"layer {layer}: the KV cache holds {k.shape[2]} tokens but spatten tracked "
                                f"{kslot.shape[1]}; was the cache changed outside the patch?")
         valid = self.pad.gather(1, kslot)
-        if self.config.prunes_tokens and layer > 0 and self.prunes_inside:  # issue 9: prefill_pruning
+        # issue 9: prefill_pruning; layer 0 may prune from the first decode step on (token_unpruned_min=0)
+        if self.config.prunes_tokens and (layer > 0 or self.decoding) and self.prunes_inside:
             valid &= self.evicted_at.gather(1, kslot) >= layer  # cascade: gone at an earlier layer = gone here
             kslot, valid, k, v = self._evict(layer, kslot, valid, k, v, cache)
         if cache is not None:

@@ -131,6 +131,15 @@ def prunes_inside_forward(runner, length: int) -> bool:
     return inside
 
 
+def check_positions(runner, continuing: bool, position_ids) -> None:
+    """When layer 0 evicts, the cache no longer counts the tokens seen, and transformers would number a new token
+    by the cache length: a continuing forward must then pass position_ids (generate() does)."""
+    if (continuing and position_ids is None and runner.config.prunes_tokens and runner.token_ratios[0] < 1.0
+            and int(runner.evicted_at.eq(0).sum()) > 0):
+        raise ValueError("spatten.patch: layer 0 evicts KV entries (schedule.token_unpruned_min=0), so the cache "
+                         "length is no longer the position of the next token; pass position_ids (generate() does)")
+
+
 def prune_cache_after_prefill(runner, evict) -> None:
     """prefill_pruning "after": cascade-evict every layer's cache (layers in order) once the prefill has run.
 
@@ -141,7 +150,7 @@ def prune_cache_after_prefill(runner, evict) -> None:
     cache = runner._layer_cache
     if cache is None or not runner.config.prunes_tokens:
         return
-    for layer in range(1, runner.spec.layers):
+    for layer in range(runner.spec.layers):  # layer 0 keeps everything unless token_unpruned_min is 0
         kslot = runner.kslots[layer]
         storage = cache_layer(cache, layer)
         valid = runner.pad.gather(1, kslot) & (runner.evicted_at.gather(1, kslot) >= layer)
