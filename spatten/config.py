@@ -211,15 +211,15 @@ class SpAttenConfig:
         """The recommended decoder setting for a KV-cache budget: mean KV fraction held (over layers and decode
         steps, as `handle.stats` measures it) at most kv_keep.
 
-        Token pruning only, with the "budget" ramp (layer 0 keeps everything, the other layers one ratio so that
-        the mean over layers is kv_keep), importance normalised per query ("mean"), the cache pruned after a
-        dense prefill, plus the sink / recent / decay settings below. Each choice was picked by measurement on
+        Token pruning only, every layer (layer 0 included, token_unpruned_min=0) keeping kv_keep of the tokens
+        seen, importance normalised per query ("mean"), the cache pruned after a dense prefill, 4 sink tokens,
+        no recent window, no decay. Continuing forwards must pass position_ids (generate() does). Each choice was picked by measurement on
         stories260K (experiments/calibrate_generation.py; numbers in docs/generation.md), not guessed.
         """
         if isinstance(kv_keep, bool) or not isinstance(kv_keep, (int, float)) or not 0.0 < kv_keep <= 1.0:
             raise ValueError(f"kv_keep must be a number in (0, 1], got {kv_keep!r}")
-        settings: dict[str, Any] = dict(token_keep=kv_keep, schedule=PruningSchedule(ramp="budget"),
-                                        **_GENERATION_DEFAULTS)
+        schedule = PruningSchedule(ramp="budget", token_unpruned_fraction=0.0, token_unpruned_min=0)
+        settings: dict[str, Any] = dict(token_keep=kv_keep, schedule=schedule, **_GENERATION_DEFAULTS)
         settings.update(overrides)
         return cls(**settings)
 
@@ -267,7 +267,7 @@ class SpAttenConfig:
 
 
 # for_generation's choices (experiments/calibrate_generation.py, docs/generation.md).
-_GENERATION_DEFAULTS: dict[str, Any] = dict(importance_norm="mean", prefill_pruning="after", sink_tokens=0,
+_GENERATION_DEFAULTS: dict[str, Any] = dict(importance_norm="mean", prefill_pruning="after", sink_tokens=4,
                                             recent_window=0, importance_decay=1.0)
 
 
