@@ -1,6 +1,6 @@
 """SpAtten generation configs and kvpress presses on one model, one data set, one protocol, at equal measured
 KV budget: perplexity, greedy agreement with the dense model, KV held in prefill and decode, wall time, and
-the SpAtten hardware cost of every method (a press's kept-token counts replayed by the simulator as a trace).
+the SpAtten hardware cost of every method (its kept-token counts replayed by the simulator as a trace).
 
 Protocol (per passage of `prompt + scored` tokens): prefill the first `prompt` tokens in one forward, then
 (a) score the next `scored` tokens teacher-forced, one at a time through the KV cache, and (b) generate `greedy`
@@ -50,8 +50,8 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Method:
-    """One row of the table. session(model) is a context manager that applies the method for one sequence and
-    yields its spatten PatchHandle (SpAtten methods) or None; `phases` says where it compresses."""
+    """One row of the table. session(model) is a context manager that applies the method for one sequence;
+    `phases` says where it compresses."""
 
     name: str
     kind: str  # "dense" | "spatten" | "kvpress"
@@ -66,7 +66,7 @@ def dense_method() -> Method:
 
 
 def spatten_method(name: str, config, keep: float | None = None) -> Method:
-    """A SpAtten config as a table row (patch per sequence; the handle's trace gives its hardware cost)."""
+    """A SpAtten config as a table row (patched for each sequence)."""
     import spatten
 
     phases = "prefill+decode" if config.prunes_tokens else "none"
@@ -240,10 +240,12 @@ def evaluate(model, method: Method, texts: list[list[int]], protocol: Protocol, 
     nll, n_tokens, logits, agree_tokens, agree_total = 0.0, 0, [], 0, 0
     prefill_kv, decode_kv, first_trace = [], [], None
     for i, ids in enumerate(texts):
-        with method.session(model) as handle:
+        with method.session(model):
             run = run_sequence(model, ids, protocol.prompt, protocol.scored, False)
-            if i == 0:
-                first_trace = handle.trace if handle is not None else replay_trace(run, meta, protocol.prompt, method)
+        if i == 0:
+            # Every method, SpAtten's included, is costed from its cache lengths the same way (a patch's own
+            # trace would also be available, but would not record a layer-0 top-k: see docs/generation.md).
+            first_trace = replay_trace(run, meta, protocol.prompt, method)
         scored = torch.stack(run.logits)
         targets = torch.tensor(ids[protocol.prompt:protocol.prompt + protocol.scored])
         nll += float(torch.nn.functional.cross_entropy(scored, targets, reduction="sum"))
