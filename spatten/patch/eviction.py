@@ -126,8 +126,9 @@ def prunes_inside_forward(runner, length: int) -> bool:
             message = ("spatten.patch: this forward of {n} tokens attends densely (prefill_pruning='after' prunes "
                        "the cache only when it ends): its logits and loss are the unpruned model's, not those of "
                        "token-by-token decoding through the pruned cache")
-        warnings.warn(message.format(n=length) + "; score through the cache (spatten.eval.lm.decoded_logits) for "
-                      "a causal loss", SpAttenCausalityWarning, stacklevel=4)
+        warnings.warn(message.format(n=length) + ". Harmless for a prompt whose own logits are not scored; for a "
+                      "causal loss score token by token through the cache (spatten.eval.lm.decoded_logits)",
+                      SpAttenCausalityWarning, stacklevel=4)
     return inside
 
 
