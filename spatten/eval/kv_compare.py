@@ -219,15 +219,12 @@ class Reference:
 
 
 def reference(model, texts: list[list[int]], protocol: Protocol) -> Reference:
-    teacher = [torch_stack(run_sequence(model, ids, protocol.prompt, protocol.scored, False).logits) for ids in texts]
-    greedy = [run_sequence(model, ids, protocol.prompt, protocol.greedy, True).tokens for ids in texts]
-    return Reference(teacher, greedy)
-
-
-def torch_stack(rows: list):
+    """The unpatched model through the same protocol (teacher-forced logits [scored, V], greedy tokens)."""
     import torch
 
-    return torch.stack(rows)
+    teacher = [torch.stack(run_sequence(model, ids, protocol.prompt, protocol.scored, False).logits) for ids in texts]
+    greedy = [run_sequence(model, ids, protocol.prompt, protocol.greedy, True).tokens for ids in texts]
+    return Reference(teacher, greedy)
 
 
 def evaluate(model, method: Method, texts: list[list[int]], protocol: Protocol, ref: Reference, meta: dict, *,
