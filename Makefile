@@ -56,3 +56,31 @@ bench: build
 
 clean:
 	rm -rf build results
+
+# ---- kvpress comparison (issue 9) ------------------------------------------------------------------------
+# kvpress 0.5.5 needs transformers < 5.3 and pandas < 3, so the comparison has its own venv, built once and reused.
+#   make peers        regenerate results/compare_kvpress.md (the README's table) from nothing
+#   make peers-test   the patch tests under transformers 5.2 (the main venv covers the latest 5.x)
+PEERS_VENV ?= build/peers-venv
+PEERS_PY := $(PEERS_VENV)/bin/python
+
+.PHONY: peers peers-venv peers-test
+
+peers-venv: $(PEERS_VENV)/.ready
+
+$(PEERS_VENV)/.ready:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	@# torch first and pinned (see deps).
+	$(PEERS_PY) -m pip install -q torch==2.13.0
+	$(PEERS_PY) -m pip install -q "transformers==5.2.*" "pandas<3" "kvpress==0.5.5" numpy pyyaml scipy tqdm \
+		matplotlib pytest "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake
+	@mkdir -p build
+	flock build/.lock $(PEERS_PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+peers: deps peers-venv
+	OMP_NUM_THREADS=2 $(PEERS_PY) experiments/compare_kvpress.py --out results/compare_kvpress
+
+peers-test: deps peers-venv
+	OMP_NUM_THREADS=1 $(PEERS_PY) -m pytest -q tests/test_patch.py tests/test_generation_eviction.py \
+		tests/test_generation_causality.py tests/test_kv_compare.py

@@ -12,8 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-RAMPS = ("linear", "constant")
+RAMPS = ("linear", "constant", "budget")
 QUANT_GROUPS = ("token", "head")
+IMPORTANCE_NORMS = ("sum", "mean", "last")
+PREFILL_PRUNING = ("inside", "after")
 
 
 @dataclass(frozen=True)
@@ -25,9 +27,14 @@ class PruningSchedule:
 
     token_unpruned_fraction: fraction of layers (rounded up) that see every token. Paper: 0.15.
     token_unpruned_min: at least this many unpruned layers for tokens. LTP: 3; default 1 (layer 0 needs an
-        attention map before any importance exists).
+        attention map before any importance exists). 0 lets a decoder's layer 0 evict too, from the first decode
+        step on (and after a prefill with prefill_pruning "after"); encoders never prune layer 0. The cache
+        then no longer counts the tokens seen: continuing forwards must pass position_ids (generate() does).
     head_unpruned_fraction / head_unpruned_min: the same for heads. Paper: 0.30.
-    ramp: "linear" (the paper) or "constant" (the final keep ratio on every pruned layer).
+    ramp: "linear" (the paper), "constant" (the final keep ratio on every pruned layer) or "budget" (one keep
+        ratio on every pruned layer, chosen so that the *mean over all layers*, unpruned ones included, equals the
+        final keep ratio: what a KV-cache budget means; when the unpruned layers alone exceed the budget the pruned
+        ones keep a single token).
     """
 
     token_unpruned_fraction: float = 0.15
@@ -41,10 +48,10 @@ class PruningSchedule:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"schedule.{name} must be a number in [0, 1], got {value!r}")
-        for name in ("token_unpruned_min", "head_unpruned_min"):
+        for name, least in (("token_unpruned_min", 0), ("head_unpruned_min", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"schedule.{name} must be an integer >= 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"schedule.{name} must be an integer >= {least}, got {value!r}")
         if self.ramp not in RAMPS:
             raise ValueError(f"schedule.ramp must be one of {RAMPS}, got {self.ramp!r}")
 
@@ -68,6 +75,9 @@ class PruningSchedule:
                 ratios.append(1.0)
             elif self.ramp == "constant":
                 ratios.append(final_keep)
+            elif self.ramp == "budget":
+                pruned = num_layers - start
+                ratios.append(max(0.0, (num_layers * final_keep - start) / pruned))  # 0 keeps one token
             else:
                 progress = (layer - start + 1) / (num_layers - start)
                 ratios.append(1.0 - (1.0 - final_keep) * progress)
@@ -90,6 +100,25 @@ class SpAttenConfig:
     quant_group: quantization scale per "token" (one per K/V row; default, stable while a KV cache grows) or
         per "head".
     schedule: which layers prune, see PruningSchedule.
+
+    Generation-stage settings (decoders only; docs/generation.md has the evidence and the measurements). With the
+    defaults the decoder prunes as the paper describes: accumulated attention, no windows, pruning in the prefill.
+    sink_tokens: the first n real tokens of a sequence are never evicted (attention sinks; the original release's
+        `start_size`). Default 0. They count inside the keep budget.
+    recent_window: the last n real tokens are never evicted (the original release's `recent_size`). Default 0 (the
+        token being generated is still kept at its own step). They count inside the keep budget.
+    importance_norm: the score a KV slot is evicted by. "sum": attention probability summed over heads, query rows,
+        layers and steps (the paper; default). "mean": that sum divided by how many (query row, head) pairs could
+        attend to the slot, so late tokens are not handicapped by having been seen less (H2O / kvpress
+        ObservedAttentionPress). "last": the attention the newest query row gave the slot in the latest layer that
+        saw it, summed over heads, not accumulated (TOVA).
+    importance_decay: factor in (0, 1] applied to the accumulated importance between two decode steps (the
+        official traces' `if_rescale_previous_importance`, raised once per step after the last layer; the factor
+        itself is not in the release). 1.0 = no rescaling (default). No effect with importance_norm "last".
+    prefill_pruning: "inside" (default, the paper): a prefill forward evicts between its own layers, so its
+        queries attend to pruned keys and eviction is decided with attention from later tokens of the prompt.
+        "after": the prefill attends densely and accumulates importance; its KV cache is pruned when it ends,
+        before the first decode step (what KV-cache compression methods such as kvpress do).
     """
 
     token_keep: float = 1.0
@@ -100,6 +129,11 @@ class SpAttenConfig:
     refetch_threshold: float = 0.1
     quant_group: str = "token"
     schedule: PruningSchedule = field(default_factory=PruningSchedule)
+    sink_tokens: int = 0
+    recent_window: int = 0
+    importance_norm: str = "sum"
+    importance_decay: float = 1.0
+    prefill_pruning: str = "inside"
 
     def __post_init__(self) -> None:
         for name in ("token_keep", "head_keep", "value_keep"):
@@ -125,6 +159,18 @@ class SpAttenConfig:
         object.__setattr__(self, "refetch_threshold", float(value))
         if self.quant_group not in QUANT_GROUPS:
             raise ValueError(f"quant_group must be one of {QUANT_GROUPS}, got {self.quant_group!r}")
+        for name in ("sink_tokens", "recent_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.importance_norm not in IMPORTANCE_NORMS:
+            raise ValueError(f"importance_norm must be one of {IMPORTANCE_NORMS}, got {self.importance_norm!r}")
+        value = self.importance_decay
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+            raise ValueError(f"importance_decay must be a number in (0, 1], got {value!r}")
+        object.__setattr__(self, "importance_decay", float(value))
+        if self.prefill_pruning not in PREFILL_PRUNING:
+            raise ValueError(f"prefill_pruning must be one of {PREFILL_PRUNING}, got {self.prefill_pruning!r}")
         if isinstance(self.schedule, Mapping):
             object.__setattr__(self, "schedule", _build(PruningSchedule, self.schedule, "schedule."))
         elif not isinstance(self.schedule, PruningSchedule):
@@ -157,6 +203,23 @@ class SpAttenConfig:
         """The paper's GPT-2 setting (token keep 0.5, head keep 0.9, V keep 0.2, K 6+4 bits, V 6, τ = 0.1)."""
         settings: dict[str, Any] = dict(token_keep=0.5, head_keep=0.9, value_keep=0.2, k_bits=(6, 4), v_bits=6,
                                         refetch_threshold=0.1)
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def for_generation(cls, kv_keep: float, **overrides: Any) -> SpAttenConfig:
+        """The recommended decoder setting for a KV-cache budget: mean KV fraction held (over layers and decode
+        steps, as `handle.stats` measures it) at most kv_keep.
+
+        Token pruning only, every layer (layer 0 included, token_unpruned_min=0) keeping kv_keep of the tokens
+        seen, importance normalised per query ("mean"), the cache pruned after a dense prefill, 4 sink tokens,
+        no recent window, no decay. Continuing forwards must pass position_ids (generate() does). Each choice was picked by measurement on
+        stories260K (experiments/calibrate_generation.py; numbers in docs/generation.md), not guessed.
+        """
+        if isinstance(kv_keep, bool) or not isinstance(kv_keep, (int, float)) or not 0.0 < kv_keep <= 1.0:
+            raise ValueError(f"kv_keep must be a number in (0, 1], got {kv_keep!r}")
+        schedule = PruningSchedule(ramp="budget", token_unpruned_fraction=0.0, token_unpruned_min=0)
+        settings: dict[str, Any] = dict(token_keep=kv_keep, schedule=schedule, **_GENERATION_DEFAULTS)
         settings.update(overrides)
         return cls(**settings)
 
@@ -201,6 +264,11 @@ class SpAttenConfig:
         except yaml.YAMLError as err:
             raise ValueError(f"SpAttenConfig YAML is malformed: {err}") from None
         return cls.from_dict(data if data is not None else {})
+
+
+# for_generation's choices (experiments/calibrate_generation.py, docs/generation.md).
+_GENERATION_DEFAULTS: dict[str, Any] = dict(importance_norm="mean", prefill_pruning="after", sink_tokens=4,
+                                            recent_window=0, importance_decay=1.0)
 
 
 def _build(kind: type, data: Mapping[str, Any], prefix: str) -> Any:

@@ -16,6 +16,8 @@ def test_defaults_change_nothing_and_paper_preset_prunes():
     ("token_keep", 0.0), ("token_keep", 1.5), ("head_keep", -0.1), ("value_keep", "half"), ("token_keep", True),
     ("k_bits", (0, 4)), ("k_bits", (12, 8)), ("k_bits", 8), ("k_bits", (6, -1)), ("v_bits", 1), ("v_bits", 17),
     ("refetch_threshold", -0.1), ("refetch_threshold", float("nan")), ("quant_group", "channel"),
+    ("sink_tokens", -1), ("sink_tokens", 1.5), ("recent_window", True), ("importance_norm", "max"),
+    ("importance_decay", 0.0), ("importance_decay", 1.5), ("prefill_pruning", "never"),
 ])
 def test_bad_values_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -29,7 +31,9 @@ def test_bad_schedule_raises_naming_the_field(field, value):
 
 
 def test_json_and_yaml_round_trip_and_replace():
-    cfg = SpAttenConfig(token_keep=0.3, k_bits=(6, 4), v_bits=8, schedule=PruningSchedule(ramp="constant"))
+    cfg = SpAttenConfig(token_keep=0.3, k_bits=(6, 4), v_bits=8, schedule=PruningSchedule(ramp="budget"),
+                        sink_tokens=2, recent_window=8, importance_norm="mean", importance_decay=0.9,
+                        prefill_pruning="after")
     assert SpAttenConfig.from_json(cfg.to_json()) == cfg
     assert SpAttenConfig.from_yaml(cfg.to_yaml()) == cfg
     assert SpAttenConfig.from_dict(cfg.to_dict()) == cfg

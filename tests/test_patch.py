@@ -8,6 +8,7 @@ from torch import nn
 
 import spatten
 from spatten.config import SpAttenConfig
+from spatten.eval.lm import _cache_kw
 from spatten.patch import UnsupportedModelError, kernels
 from spatten.testing import DECODER_FAMILIES, ENCODER_FAMILIES, FAMILIES, random_batch, tiny_model
 from spatten.trace import Trace
@@ -100,7 +101,7 @@ def test_unsupported_inputs_raise_clear_errors():
     prefilled = model(input_ids=ids, use_cache=True).past_key_values
     with spatten.patch(model, SpAttenConfig(token_keep=0.5)):
         with pytest.raises(ValueError, match="filled outside the patch"):
-            model(input_ids=ids[:, :1], cache=prefilled)
+            model(input_ids=ids[:, :1], **{_cache_kw(model): prefilled})  # 5.2: past_key_values
 
 
 def test_compiled_ops_are_the_ones_used():

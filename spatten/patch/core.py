@@ -60,6 +60,7 @@ def attend(
     need_probs: bool = False,
     need_importance: bool = False,
     query_valid: torch.Tensor | None = None,
+    importance_rows: torch.Tensor | None = None,
     is_causal: bool = False,
     dropout: float = 0.0,
 ) -> AttentionResult:
@@ -67,11 +68,13 @@ def attend(
 
     mask: bool broadcastable to [B, 1, Lq, Lk] (True = may attend) or None; is_causal only when mask is None
     and Lq == Lk. heads: int64 [B, Hk], the query heads that do work (None = all). A query row with no allowed
-    key gives zeros. need_importance: also return `token_importance` over the query rows query_valid [B, Lq]
-    (None = all); need_probs: return the probabilities whatever else is asked.
+    key gives zeros. need_importance: also return `token_importance` over the query rows importance_rows [B, Lq]
+    (default query_valid; None = all); need_probs: return the probabilities whatever else is asked.
     """
     b, hq, lq, d = q.shape
     groups = hq // k.shape[1]
+    if importance_rows is None:
+        importance_rows = query_valid
     if is_causal and mask is None:
         mask = torch.ones(lq, k.shape[2], dtype=torch.bool, device=q.device).tril()[None, None]
     quantized = config.quantizes
@@ -94,7 +97,7 @@ def attend(
             and dropout == 0.0 and q.device.type == "cpu"):
         # Probabilities only for token importance: fused, never materialising [B, Hk, Lq, Lk].
         out, importance = kernels.attention_with_importance(qh, select_heads(k, groups, heads), vh, mask, scaling,
-                                                            query_valid)
+                                                            importance_rows)
         out = out.to(q.dtype)
         if heads is not None:
             out = scatter_heads(out, heads, hq)
@@ -131,7 +134,7 @@ def attend(
         out = scatter_heads(out, heads, hq)
     importance = None
     if need_importance:
-        importance = kernels.token_importance(probs.detach(), query_valid)
+        importance = kernels.token_importance(probs.detach(), importance_rows)
     return AttentionResult(out, probs, refetch, values_fetched, importance, used if need_probs else None)
 
 

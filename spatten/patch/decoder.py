@@ -17,6 +17,7 @@ import weakref
 
 import torch
 
+from spatten.patch import eviction
 from spatten.patch.compat import (UnsupportedModelError, batch_and_length, cache_layer, forward_argument,
                                   require_evictable_cache)
 from spatten.patch.runner import Runner, eager, keep_counts, select_per_row
@@ -82,11 +83,16 @@ class DecoderRunner(Runner):
                              f"(every token so far) or {length} (the tokens of this call)")
         self.pad = torch.cat([self.pad, new_pad], dim=1)
         self.importance = torch.cat([self.importance, torch.zeros(batch, length, device=device)], dim=1)
+        eviction.extend(self, length)  # issue 9: exposure counts for importance_norm "mean"
         alive = torch.full((batch, length), self.spec.layers, dtype=torch.int64, device=device)
         self.evicted_at = torch.cat([self.evicted_at, alive], dim=1)
         self.query_slots = torch.arange(seen, total, device=device)
         self.total = total
         self.decoding = seen > 0 and length == 1
+        if self.decoding:
+            eviction.between_steps(self)  # issue 9: importance rescaling between decode steps
+        self.prunes_inside = eviction.prunes_inside_forward(self, length)  # issue 9: prefill_pruning
+        eviction.check_positions(self, continuing, forward_argument(module, args, kwargs, "position_ids"))
         if self.decoding:
             self.recorder.begin("generate", self.generate_steps)
         else:
@@ -111,6 +117,8 @@ class DecoderRunner(Runner):
         self.head_importance = None
 
     def _finish(self, module, args, output):
+        if not self.prunes_inside:
+            eviction.prune_cache_after_prefill(self, self._evict)  # issue 9: prefill_pruning "after"
         self.recorder.finish()
         if self.decoding:
             self.generate_steps += 1
@@ -141,6 +149,8 @@ class DecoderRunner(Runner):
         self.kvalid = [None if t is None else t.index_select(0, rows) for t in self.kvalid]
         if self.head_importance is not None:
             self.head_importance = self.head_importance.index_select(0, rows)
+        if getattr(self, "exposure", None) is not None:  # issue 9: importance_norm "mean"
+            self.exposure = self.exposure.index_select(0, rows)
 
     # ---- attention -------------------------------------------------------------------------------------------
     def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict):
@@ -158,7 +168,8 @@ class DecoderRunner(Runner):
             raise RuntimeError(f"layer {layer}: the KV cache holds {k.shape[2]} tokens but spatten tracked "
                                f"{kslot.shape[1]}; was the cache changed outside the patch?")
         valid = self.pad.gather(1, kslot) & live
-        if self.config.prunes_tokens and layer > 0:
+        # issue 9: prefill_pruning; layer 0 may prune from the first decode step on (token_unpruned_min=0)
+        if self.config.prunes_tokens and (layer > 0 or self.decoding) and self.prunes_inside:
             valid &= self.evicted_at.gather(1, kslot) >= layer  # cascade: gone at an earlier layer = gone here
             kslot, valid, k, v = self._evict(layer, kslot, valid, k, v, cache)
         if cache is not None:
@@ -175,11 +186,9 @@ class DecoderRunner(Runner):
         alive = valid.sum(-1)
         if bool((counts >= alive).all()) and bool(valid.all()):
             return kslot, valid, k, v
-        protect = None
-        if self.decoding:
-            protect = torch.zeros_like(valid)
-            protect[:, -1] = True  # the token being generated is kept at its own step
-        kept, kept_valid = select_per_row(self.importance.gather(1, kslot), valid, counts, protect)
+        # issue 9: the score and the never-evicted slots (new token, sinks, recent window) are eviction's
+        kept, kept_valid = select_per_row(eviction.scores(self, kslot), valid, counts,
+                                          eviction.protected(self, kslot, valid))
         dropped = valid & ~torch.zeros_like(valid).scatter(1, kept, kept_valid)
         self.evicted_at.scatter_(1, kslot, torch.where(dropped, layer, self.evicted_at.gather(1, kslot)))
         index = kept[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])

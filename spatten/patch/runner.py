@@ -11,7 +11,7 @@ import math
 import torch
 
 from spatten.config import SpAttenConfig
-from spatten.patch import core, kernels
+from spatten.patch import core, eviction, kernels
 from spatten.patch.compat import ModelSpec, forward_argument
 from spatten.patch.recorder import LayerRecord, TraceRecorder
 
@@ -131,14 +131,17 @@ class Runner:
         """
         heads = self._choose_heads(layer)
         need_importance = self.config.prunes_tokens and self.needs_importance(layer)
+        rows = eviction.importance_rows(self, query_valid)  # issue 9: the rows that count ("last": one)
         result = core.attend(q, k, v, mask, scaling, self.config, heads=heads, need_importance=need_importance,
-                             need_probs=self.output_attentions, query_valid=query_valid, is_causal=is_causal,
-                             dropout=dropout)
-        # Importance only ranks tokens and heads: detached, so it never joins the autograd graph.
+                             need_probs=self.output_attentions, query_valid=query_valid, importance_rows=rows,
+                             is_causal=is_causal, dropout=dropout)
         if need_importance:
-            # Summed over the heads that ran and the valid query rows; a padding key gets nothing.
-            contribution = result.token_importance.detach().masked_fill(~key_valid, 0.0)
-            self.importance.scatter_add_(1, kslot, contribution)
+            # Summed over the heads that ran and the counted query rows; a padding key gets nothing. How it
+            # is folded into the importance (sum, mean, last) is spatten.patch.eviction's (issue 9). Importance
+            # only ranks tokens: detached, so it never joins the autograd graph.
+            heads_ran = self.spec.heads if heads is None else heads.shape[1]
+            eviction.accumulate(self, result.token_importance.detach(), kslot, key_valid, rows, mask, is_causal,
+                                heads_ran)
         if self.config.prunes_heads:
             self.head_importance = kernels.head_importance(result.out.detach(), query_valid, self.head_importance)
         self._record(layer, heads, result, key_valid, query_valid, kv_len, need_importance)
