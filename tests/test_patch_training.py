@@ -26,6 +26,15 @@ def batch_and_loss(model, family):
     return lambda: model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
 
+def eval_loss(model, loss_of) -> float:
+    """The loss in eval mode (no dropout), then back to train mode."""
+    model.eval()
+    with torch.no_grad():
+        loss = loss_of().item()
+    model.train()
+    return loss
+
+
 @pytest.mark.parametrize("family", ["bert", "llama"])
 def test_fine_tuning_with_pruning_reaches_every_projection_and_lowers_the_loss(family):
     dropout = (dict(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1) if family == "bert"
@@ -38,6 +47,7 @@ def test_fine_tuning_with_pruning_reaches_every_projection_and_lowers_the_loss(f
     torch.manual_seed(0)
     losses = []
     with spatten.patch(model, CONFIG) as handle:
+        before = eval_loss(model, loss_of)
         for step in range(20):
             optimizer.zero_grad()
             loss = loss_of()
@@ -47,9 +57,11 @@ def test_fine_tuning_with_pruning_reaches_every_projection_and_lowers_the_loss(f
                 assert not missing, f"no gradient reached {missing}"
             optimizer.step()
             losses.append(loss.item())
+        after = eval_loss(model, loss_of)
     kept_last_layer = (handle.last_kept_positions[-1] >= 0).sum(-1)
     assert (kept_last_layer < torch.tensor([16, 12, 9, 16])).all()  # token pruning acted in the loop
-    assert sum(losses[-3:]) < 0.7 * sum(losses[:3]), losses
+    # Judged without dropout (pruning still on): a 4-example batch's dropout-noisy training loss is no measure.
+    assert after < 0.7 * before, (before, after, losses)
 
 
 def test_token_importance_reads_the_probabilities_before_dropout():
