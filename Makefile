@@ -1,6 +1,6 @@
 # The README's two commands. Both install what is missing, build, then run; both are idempotent.
 #   make demo   the main job on the embedded default
-#   make test   ctest (plain and ASan/UBSan builds) and pytest
+#   make test   ctest (plain and ASan/UBSan builds), pytest, and the patch tests under transformers 5.2
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 JOBS ?= 2
@@ -22,7 +22,7 @@ CMAKE_TEST_FLAGS := -DSPATTEN_BUILD_TESTS=ON -DSPATTEN_BUILD_PYTHON=OFF -DSPATTE
 demo: build
 	$(PYTHON) -m spatten demo
 
-test: build cpp-test cpp-test-asan pytest
+test: build cpp-test cpp-test-asan pytest peers-test
 
 deps:
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q $(APT_PACKAGES); }
@@ -64,7 +64,7 @@ clean:
 PEERS_VENV ?= build/peers-venv
 PEERS_PY := $(PEERS_VENV)/bin/python
 
-.PHONY: peers peers-venv peers-test
+.PHONY: peers peers-venv peers-build peers-test
 
 peers-venv: $(PEERS_VENV)/.ready
 
@@ -74,13 +74,17 @@ $(PEERS_VENV)/.ready:
 	$(PEERS_PY) -m pip install -q torch==2.13.0
 	$(PEERS_PY) -m pip install -q "transformers==5.2.*" "pandas<3" "kvpress==0.5.5" numpy pyyaml scipy tqdm \
 		matplotlib pytest "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake
-	@mkdir -p build
-	flock build/.lock $(PEERS_PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
-peers: deps peers-venv
+# spatten itself, rebuilt when the sources changed; its own build dir, so it never reconfigures the main build.
+peers-build: peers-venv
+	@mkdir -p build
+	flock build/.lock $(PEERS_PY) -m pip install -q --no-build-isolation --no-deps \
+		-Cbuild-dir=build/peers-{wheel_tag} -e .
+
+peers: deps peers-build
 	OMP_NUM_THREADS=2 $(PEERS_PY) experiments/compare_kvpress.py --out results/compare_kvpress
 
-peers-test: deps peers-venv
+peers-test: deps peers-build
 	OMP_NUM_THREADS=1 $(PEERS_PY) -m pytest -q tests/test_patch.py tests/test_generation_eviction.py \
 		tests/test_generation_causality.py tests/test_kv_compare.py

@@ -99,7 +99,7 @@ def test_killed_sweep_resumes_without_lost_or_torn_results(tmp_path, data_dir):
     out = tmp_path / "killed"
     spec_file = tmp_path / "sweep.yaml"
     spec = tiny_sweep(out, keeps=(1.0, 0.75, 0.5, 0.25))
-    spec["options"]["lm"]["max_tokens"] = 40  # a few seconds per run, so the kill lands mid-sweep
+    spec["options"]["lm"]["max_tokens"] = 600  # ~2 s per run (40 tokens took 0.1 s): the kill lands mid-sweep
     spec_file.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "SPATTEN_DATA_DIR": str(data_dir)}
     cmd = [sys.executable, "-m", "spatten", "sweep", str(spec_file), "--workers", "2", "--no-progress"]
