@@ -9,6 +9,7 @@ reference distributions for KL divergence and top-1 agreement.
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,12 +67,17 @@ def decoded_logits(model, win: Window):
     """[n_scored, V] logits from prefill + one-token-at-a-time decoding (positions passed explicitly)."""
     import torch
 
+    from spatten.patch.eviction import SpAttenCausalityWarning
+
     kw = _cache_kw(model)
     ids = torch.tensor([win.ids])
     rows = []
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Only the prefill's last row is scored, and its target lies beyond the prefill: nothing future is seen.
+        warnings.simplefilter("ignore", SpAttenCausalityWarning)
         out = model(input_ids=ids[:, :win.context], position_ids=torch.arange(win.context)[None], use_cache=True)
-        rows.append(out.logits[0, -1])
+    rows.append(out.logits[0, -1])
+    with torch.no_grad():
         cache = _returned_cache(out)
         for t in range(win.context, len(win.ids) - 1):
             out = model(input_ids=ids[:, t:t + 1], position_ids=torch.tensor([[t]]), use_cache=True, **{kw: cache})
