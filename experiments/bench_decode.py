@@ -78,7 +78,8 @@ def _share_weights_copy(model):
     return copy.deepcopy(model, memo)
 
 
-def bench(shape: dict, *, batch: int, context: int, new_tokens: int, chunk: int, quick: bool) -> list[tuple]:
+def bench(shape: dict, *, batch: int, context: int, new_tokens: int, chunk: int, quick: bool,
+          profile: int = 0) -> list[tuple]:
     """Rows (workload, variant, tokens/s, ratio vs unpatched) for one model shape."""
     torch.manual_seed(0)
     model = build_model(shape, quick)
@@ -96,9 +97,22 @@ def bench(shape: dict, *, batch: int, context: int, new_tokens: int, chunk: int,
             decoder.step(chunk)
             rates[name].append(batch * chunk / (time.perf_counter() - start))
     medians = {name: statistics.median(r) for name, r in rates.items()}
+    if profile:
+        for name, decoder in decoders.items():
+            print(f"\n### profile of {profile} decode steps: {name}\n")
+            print(profile_steps(decoder, profile))
     base = medians["unpatched (sdpa)"]
     label = f"{shape['family']}, batch {batch}, {prompt} + {new_tokens} tokens"
     return [(label if i == 0 else "", name, rate, rate / base) for i, (name, rate) in enumerate(medians.items())]
+
+
+def profile_steps(decoder: Decoder, steps: int, top: int = 15) -> str:
+    """torch.profiler table (self CPU time, top ops) of `steps` decode steps of one variant."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        decoder.step(steps)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
 def rows(args) -> list[tuple]:
@@ -107,7 +121,7 @@ def rows(args) -> list[tuple]:
         args.batch, args.context, args.new_tokens, args.chunk = 2, 48, 9, 2
     return [row for shape in shapes for row in bench(shape, batch=args.batch, context=args.context,
                                                      new_tokens=args.new_tokens, chunk=args.chunk,
-                                                     quick=args.quick)]
+                                                     quick=args.quick, profile=getattr(args, "profile", 0))]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +131,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", type=int, default=2048, help="prompt + generated tokens")
     parser.add_argument("--new-tokens", type=int, default=33, help="decoded tokens (the first is a warm-up)")
     parser.add_argument("--chunk", type=int, default=4, help="tokens per timed round of a variant")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="after timing, print a torch.profiler table of STEPS decode steps per variant")
 
 
 def print_table(table: list[tuple]) -> None:
