@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny models and lengths: a smoke run of every table")
     parser.add_argument("--no-decode", action="store_true", help="skip the batch-16 2k-context decode table")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="profile STEPS decode steps of each decode variant (torch.profiler tables)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=SpAttenCausalityWarning)
@@ -103,7 +105,7 @@ def main() -> None:
         print(f"| {workload} | {name} | {seconds:.3f} | {ratio:.2f}x |")
     if not args.no_decode:
         decode_args = argparse.Namespace(quick=args.quick, llama=False, batch=16, context=2048, new_tokens=33,
-                                         chunk=4)
+                                         chunk=4, profile=args.profile)
         print()
         bench_decode.print_table(bench_decode.rows(decode_args))
 

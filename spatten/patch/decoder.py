@@ -226,11 +226,12 @@ class DecoderRunner(Runner):
         return self._compact(layer, kslot.gather(1, kept), kept_valid, k, v, cache, self.physical[layer])
 
     # ---- deferred compaction -----------------------------------------------------------------------------------
-    compact_slack = 16
-    """Evicted entries a layer's cache may hold before they are compacted away (0 = rewrite the cache at every
-    eviction). Rewriting the cache costs a copy of all its K/V; a decode step at KV keep 0.3 evicts about one
-    entry per layer, so compacting every ~slack/0.7 steps instead saves most of those copies, at the price of
-    attending (masked) over at most `compact_slack` dead entries. The kept set is the same either way."""
+    compact_slack = 1 / 32
+    """Evicted entries a layer's cache may hold before they are compacted away, as a fraction of its kept entries
+    (0 = rewrite the cache at every eviction). Rewriting the cache costs a copy of all its K/V; a decode step at
+    KV keep 0.3 evicts about one entry per layer, so with 614 kept entries (2k context) the cache is rewritten
+    every ~27 steps instead of ~7 in 10, at the price of holding and attending (masked) at most 1/32 more
+    entries. The kept set is the same either way; a short cache (< 32 kept) is still rewritten every step."""
 
     def _may_defer(self, cache, layer: int, sliding_window) -> bool:
         """Deferral changes only the layout of the cache, so only where nothing reads that layout: a cached
@@ -259,9 +260,9 @@ class DecoderRunner(Runner):
         return self.physical[layer]
 
     def _compact(self, layer: int, kslot, valid, k, v, cache, physical: torch.Tensor):
-        """Rewrite the cache to its kept entries once it holds more than `compact_slack` dead ones (or when
+        """Rewrite the cache to its kept entries once its dead ones outnumber `compact_slack` of them (or when
         deferral is off for this forward); the logical state kslot, valid [B, Lk] is unchanged either way."""
-        if self._defer and k.shape[2] - physical.shape[1] <= self.compact_slack:
+        if self._defer and k.shape[2] - physical.shape[1] <= physical.shape[1] * self.compact_slack:
             return kslot, valid, k, v
         k, v = select_entries(k, physical), select_entries(v, physical)
         self._store(cache, layer, k, v)
