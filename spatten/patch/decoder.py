@@ -94,6 +94,7 @@ class DecoderRunner(Runner):
         self.evicted_at = torch.cat([self.evicted_at, alive], dim=1)
         self.query_slots = torch.arange(seen, total, device=device)
         self.total = total
+        self._per_forward_counts()
         self.decoding = seen > 0 and length == 1
         if self.decoding:
             eviction.between_steps(self)  # issue 9: importance rescaling between decode steps
@@ -155,10 +156,17 @@ class DecoderRunner(Runner):
         self.kvalid = [None if t is None else t.index_select(0, rows) for t in self.kvalid]
         self.physical = [None if t is None else t.index_select(0, rows) for t in self.physical]
         self.physical_slots = [None if t is None else t.index_select(0, rows) for t in self.physical_slots]
+        self._per_forward_counts()
         if self.head_importance is not None:
             self.head_importance = self.head_importance.index_select(0, rows)
         if getattr(self, "exposure", None) is not None:  # issue 9: importance_norm "mean"
             self.exposure = self.exposure.index_select(0, rows)
+
+    def _per_forward_counts(self) -> None:
+        """What every layer of a forward reads from the padding mask, computed once per forward (not per layer):
+        real_seen int64 [B] real tokens seen; query_valid bool [B, Lq] the real tokens of this call."""
+        self.real_seen = self.pad.sum(-1)
+        self.query_valid = self.pad[:, self.query_slots]
 
     # ---- attention -------------------------------------------------------------------------------------------
     def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict):
@@ -197,13 +205,13 @@ class DecoderRunner(Runner):
                 batch, k.shape[2], dtype=torch.bool, device=valid.device).scatter_(1, physical, valid)
         mask, is_causal = self._mask(kslot, valid, length, sliding_window)
         return self.attend_layer(layer, q, k, v, kslot=kslot, key_valid=valid,
-                                 query_valid=self.pad[:, self.query_slots], kv_len=self.pad.sum(-1), mask=mask,
+                                 query_valid=self.query_valid, kv_len=self.real_seen, mask=mask,
                                  is_causal=is_causal, scaling=scaling, dropout=dropout)
 
     def _evict(self, layer: int, kslot, valid, k, v, cache):
         """Row b keeps its top ⌊T_b·keep(layer)⌋ alive slots by importance (T_b = its real tokens seen);
         write the shortened K/V back to the cache."""
-        counts = keep_counts(self.pad.sum(-1), self.token_ratios[layer])
+        counts = keep_counts(self.real_seen, self.token_ratios[layer])
         alive = valid.sum(-1)
         if bool((counts >= alive).all()) and bool(valid.all()):
             return kslot, valid, k, v
