@@ -3,7 +3,8 @@
     python experiments/bench_patch.py            # prints a markdown table
 
 BERT-base-sized random encoder, sequence 512: token keep 0.5 (paper schedule) and keep 1.0 vs unpatched (SDPA).
-GPT-2-small-sized random decoder, 992-token prompt + 32 generated tokens: KV keep 0.3 vs unpatched.
+GPT-2-small-sized random decoder, 992-token prompt + 32 generated tokens: token keep 0.5 and 0.3 (the paper's
+ramp: early layers keep more of the cache) vs unpatched.
 Batch-16, 2,048-token-context decode at KV keep 1.0 / 0.5 / 0.3 (experiments/bench_decode.py; --no-decode skips
 it, --quick runs everything tiny as a smoke test).
 """
@@ -77,8 +78,8 @@ def bench_gpt2(repeats: int, batch: int, new_tokens: int = 32, prompt: int = 992
                            pad_token_id=0)
 
     variants = {"unpatched (sdpa)": None, "patched, keep 1.0": SpAttenConfig(),
-                "patched, KV keep 0.5": SpAttenConfig(token_keep=0.5),
-                "patched, KV keep 0.3": SpAttenConfig(token_keep=0.3)}
+                "patched, token keep 0.5": SpAttenConfig(token_keep=0.5),
+                "patched, token keep 0.3": SpAttenConfig(token_keep=0.3)}
     return rows_for(f"GPT-2 small, {prompt} + {new_tokens} tokens, batch {batch}",
                     interleaved_medians(model, variants, run, repeats))
 

@@ -34,8 +34,8 @@ def test_bench_patch_quick_prints_the_encoder_prefill_and_decode_tables():
     assert "native build:" in out.stdout
     forward, decode = _tables(out.stdout)
     assert [row[1] for row in forward] == ["unpatched (sdpa)", "patched, keep 1.0", "patched, token keep 0.5",
-                                           "unpatched (sdpa)", "patched, keep 1.0", "patched, KV keep 0.5",
-                                           "patched, KV keep 0.3"]
+                                           "unpatched (sdpa)", "patched, keep 1.0", "patched, token keep 0.5",
+                                           "patched, token keep 0.3"]
     assert [row[1] for row in decode] == ["unpatched (sdpa)", "patched, KV keep 1.0", "patched, KV keep 0.5",
                                           "patched, KV keep 0.3"]
     assert decode[0][0].startswith("gpt2, batch 2")
