@@ -3,7 +3,10 @@
     python experiments/bench_patch.py            # prints a markdown table
 
 BERT-base-sized random encoder, sequence 512: token keep 0.5 (paper schedule) and keep 1.0 vs unpatched (SDPA).
-GPT-2-small-sized random decoder, 992-token prompt + 32 generated tokens: KV keep 0.3 vs unpatched.
+GPT-2-small-sized random decoder, 992-token prompt + 32 generated tokens: token keep 0.5 and 0.3 (the paper's
+ramp: early layers keep more of the cache) vs unpatched.
+Batch-16, 2,048-token-context decode at KV keep 1.0 / 0.5 / 0.3 (experiments/bench_decode.py; --no-decode skips
+it, --quick runs everything tiny as a smoke test).
 """
 
 from __future__ import annotations
@@ -11,12 +14,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
 
 import torch
 
 import spatten
 from spatten.config import SpAttenConfig
+from spatten.patch.eviction import SpAttenCausalityWarning
 from spatten.testing import random_batch, tiny_model
+
+import bench_decode
 
 
 def interleaved_medians(model, variants: dict, fn, rounds: int) -> dict:
@@ -41,10 +48,12 @@ def rows_for(workload: str, medians: dict) -> list[tuple]:
     return [(workload if i == 0 else "", name, t, base / t) for i, (name, t) in enumerate(medians.items())]
 
 
-def bench_bert(repeats: int, batch: int) -> list[tuple]:
-    model = tiny_model("bert", head="Model", layers=12, heads=12, hidden=768, attn_implementation="sdpa",
-                       intermediate_size=3072, max_position_embeddings=512)
-    ids, mask = random_batch(model, batch=batch, length=512)
+def bench_bert(repeats: int, batch: int, quick: bool = False) -> list[tuple]:
+    size = dict(layers=2, heads=4, hidden=64, intermediate_size=128) if quick else dict(
+        layers=12, heads=12, hidden=768, intermediate_size=3072)
+    length = 32 if quick else 512
+    model = tiny_model("bert", head="Model", attn_implementation="sdpa", max_position_embeddings=512, **size)
+    ids, mask = random_batch(model, batch=batch, length=length)
 
     def run():
         with torch.no_grad():
@@ -52,12 +61,15 @@ def bench_bert(repeats: int, batch: int) -> list[tuple]:
 
     variants = {"unpatched (sdpa)": None, "patched, keep 1.0": SpAttenConfig(),
                 "patched, token keep 0.5": SpAttenConfig(token_keep=0.5)}
-    return rows_for(f"BERT-base, seq 512, batch {batch}", interleaved_medians(model, variants, run, repeats))
+    return rows_for(f"BERT-base, seq {length}, batch {batch}", interleaved_medians(model, variants, run, repeats))
 
 
-def bench_gpt2(repeats: int, batch: int, new_tokens: int = 32, prompt: int = 992) -> list[tuple]:
-    model = tiny_model("gpt2", layers=12, heads=12, hidden=768, attn_implementation="sdpa", n_inner=3072,
-                       vocab_size=50257)
+def bench_gpt2(repeats: int, batch: int, new_tokens: int = 32, prompt: int = 992, quick: bool = False) -> list[tuple]:
+    size = dict(layers=2, heads=4, hidden=64, n_inner=128, vocab_size=512) if quick else dict(
+        layers=12, heads=12, hidden=768, n_inner=3072, vocab_size=50257)
+    if quick:
+        new_tokens, prompt = 4, 28
+    model = tiny_model("gpt2", attn_implementation="sdpa", **size)
     ids, _ = random_batch(model, batch=batch, length=prompt)
 
     def run():
@@ -66,7 +78,8 @@ def bench_gpt2(repeats: int, batch: int, new_tokens: int = 32, prompt: int = 992
                            pad_token_id=0)
 
     variants = {"unpatched (sdpa)": None, "patched, keep 1.0": SpAttenConfig(),
-                "patched, KV keep 0.3": SpAttenConfig(token_keep=0.3)}
+                "patched, token keep 0.5": SpAttenConfig(token_keep=0.5),
+                "patched, token keep 0.3": SpAttenConfig(token_keep=0.3)}
     return rows_for(f"GPT-2 small, {prompt} + {new_tokens} tokens, batch {batch}",
                     interleaved_medians(model, variants, run, repeats))
 
@@ -75,14 +88,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians reported)")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="tiny models and lengths: a smoke run of every table")
+    parser.add_argument("--no-decode", action="store_true", help="skip the batch-16 2k-context decode table")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="profile STEPS decode steps of each decode variant (torch.profiler tables)")
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=SpAttenCausalityWarning)
+    repeats = 1 if args.quick else args.repeats
     torch.manual_seed(0)
-    rows = bench_bert(args.repeats, args.batch) + bench_gpt2(args.repeats, args.batch)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats} interleaved rounds\n")
+    rows = bench_bert(repeats, args.batch, args.quick) + bench_gpt2(repeats, args.batch, quick=args.quick)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native build: {native_build()}; "
+          f"medians of {repeats} interleaved rounds\n")
     print("| workload | model | seconds | speed-up vs unpatched |")
     print("|---|---|---:|---:|")
     for workload, name, seconds, ratio in rows:
         print(f"| {workload} | {name} | {seconds:.3f} | {ratio:.2f}x |")
+    if not args.no_decode:
+        decode_args = argparse.Namespace(quick=args.quick, llama=False, batch=16, context=2048, new_tokens=33,
+                                         chunk=4, profile=args.profile)
+        print()
+        bench_decode.print_table(bench_decode.rows(decode_args))
+
+
+def native_build() -> str:
+    """Whether spatten's kernels were built with -march=native (timings depend on it)."""
+    from spatten import _native
+
+    info = _native.build_info()
+    return str(getattr(info, "NATIVE_ARCH", "unknown"))
 
 
 if __name__ == "__main__":
