@@ -89,7 +89,7 @@ class DecoderRunner(Runner):
                              f"(every token so far) or {length} (the tokens of this call)")
         self.pad = torch.cat([self.pad, new_pad], dim=1)
         self.importance = torch.cat([self.importance, torch.zeros(batch, length, device=device)], dim=1)
-        eviction.extend(self, length)  # issue 9: exposure counts for importance_norm "mean"
+        self.exposure = torch.cat([self.exposure, torch.zeros(batch, length, device=device)], dim=1)
         alive = torch.full((batch, length), self.spec.layers, dtype=torch.int64, device=device)
         self.evicted_at = torch.cat([self.evicted_at, alive], dim=1)
         self.query_slots = torch.arange(seen, total, device=device)
@@ -97,8 +97,8 @@ class DecoderRunner(Runner):
         self._per_forward_counts()
         self.decoding = seen > 0 and length == 1
         if self.decoding:
-            eviction.between_steps(self)  # issue 9: importance rescaling between decode steps
-        self.prunes_inside = eviction.prunes_inside_forward(self, length)  # issue 9: prefill_pruning
+            eviction.between_steps(self)  # importance_decay
+        self.prunes_inside = eviction.prunes_inside_forward(self, length)  # prefill_pruning "inside" or "after"
         eviction.check_positions(self, continuing, forward_argument(module, args, kwargs, "position_ids"))
         if self.decoding:
             self.recorder.begin("generate", self.generate_steps)
@@ -120,12 +120,13 @@ class DecoderRunner(Runner):
         self.reset()
         self.pad = torch.zeros(batch, 0, dtype=torch.bool, device=device)
         self.importance = torch.zeros(batch, 0, device=device)
+        self.exposure = torch.zeros(batch, 0, device=device)  # importance_norm "mean": who could see each slot
         self.evicted_at = torch.zeros(batch, 0, dtype=torch.int64, device=device)
         self.head_importance = None
 
     def _finish(self, module, args, output):
         if not self.prunes_inside:
-            eviction.prune_cache_after_prefill(self, self._evict)  # issue 9: prefill_pruning "after"
+            eviction.prune_cache_after_prefill(self, self._evict)
         self.recorder.finish()
         if self.decoding:
             self.generate_steps += 1
@@ -150,8 +151,8 @@ class DecoderRunner(Runner):
         if self.total == 0:
             return
         rows = rows.to(self.pad.device)
-        self.pad, self.importance, self.evicted_at = (t.index_select(0, rows)
-                                                      for t in (self.pad, self.importance, self.evicted_at))
+        self.pad, self.importance, self.exposure, self.evicted_at = (
+            t.index_select(0, rows) for t in (self.pad, self.importance, self.exposure, self.evicted_at))
         self.kslots = [None if t is None else t.index_select(0, rows) for t in self.kslots]
         self.kvalid = [None if t is None else t.index_select(0, rows) for t in self.kvalid]
         self.physical = [None if t is None else t.index_select(0, rows) for t in self.physical]
@@ -159,8 +160,6 @@ class DecoderRunner(Runner):
         self._per_forward_counts()
         if self.head_importance is not None:
             self.head_importance = self.head_importance.index_select(0, rows)
-        if getattr(self, "exposure", None) is not None:  # issue 9: importance_norm "mean"
-            self.exposure = self.exposure.index_select(0, rows)
 
     def _per_forward_counts(self) -> None:
         """What every layer of a forward reads from the padding mask, computed once per forward (not per layer):
@@ -188,7 +187,8 @@ class DecoderRunner(Runner):
             raise RuntimeError(f"layer {layer}: the KV cache holds {k.shape[2]} tokens but spatten tracked "
                                f"{kslot.shape[1]}; was the cache changed outside the patch?")
         valid = self.pad.gather(1, kslot) & live
-        # issue 9: prefill_pruning; layer 0 may prune from the first decode step on (token_unpruned_min=0)
+        # With prefill_pruning "after" a forward does not evict; layer 0 may from the first decode step on
+        # (token_unpruned_min=0).
         if self.config.prunes_tokens and (layer > 0 or self.decoding) and self.prunes_inside:
             valid &= self.evicted_at.gather(1, kslot) >= layer  # cascade: gone at an earlier layer = gone here
             self._defer = self._may_defer(cache, layer, sliding_window)
@@ -215,7 +215,7 @@ class DecoderRunner(Runner):
         alive = valid.sum(-1)
         if bool((counts >= alive).all()) and bool(valid.all()):
             return kslot, valid, k, v
-        # issue 9: the score and the never-evicted slots (new token, sinks, recent window) are eviction's
+        # The score and the never-evicted slots (new token, sinks, recent window) are the eviction policy's.
         kept, kept_valid = select_per_row(eviction.scores(self, kslot), valid, counts,
                                           eviction.protected(self, kslot, valid))
         dropped = valid & ~torch.zeros_like(valid).scatter(1, kept, kept_valid)

@@ -67,16 +67,6 @@ def accumulate(runner, importance: torch.Tensor, kslot: torch.Tensor, key_valid:
         runner.exposure.scatter_add_(1, kslot, seen.masked_fill(~key_valid, 0.0))
 
 
-def extend(runner, length: int) -> None:
-    """Keep runner.exposure [B, N] the shape of runner.importance after it grew by `length` new slots."""
-    importance = runner.importance
-    batch, before = importance.shape[0], importance.shape[1] - length
-    previous = getattr(runner, "exposure", None)
-    if previous is None or tuple(previous.shape) != (batch, before):  # a new sequence
-        previous = importance.new_zeros(batch, before)
-    runner.exposure = torch.cat([previous, importance.new_zeros(batch, length)], dim=1)
-
-
 def between_steps(runner) -> None:
     """Rescale the accumulated importance before a decode step adds to it (the traces' rescale flag)."""
     decay = runner.config.importance_decay
@@ -114,7 +104,7 @@ def protected(runner, kslot: torch.Tensor, valid: torch.Tensor) -> torch.Tensor 
 
 def prunes_inside_forward(runner, length: int) -> bool:
     """Whether this forward evicts between its layers; warns once per patch when a multi-token forward's
-    outputs therefore differ from token-by-token decoding (issue: `model(ids, labels=ids)` is not causal)."""
+    outputs therefore differ from token-by-token decoding (`model(ids, labels=ids)` is then not causal)."""
     inside = runner.decoding or runner.config.prefill_pruning == "inside"
     if length > 1 and runner.config.prunes_tokens and not getattr(runner, "_warned_causality", False):
         runner._warned_causality = True

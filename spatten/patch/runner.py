@@ -81,7 +81,8 @@ class Runner:
     def install(self) -> list:
         raise NotImplementedError
 
-    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def attention(self, layer: int, module, q, k, v, scaling: float, dropout: float,
+                  kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
     def needs_importance(self, layer: int) -> bool:
@@ -121,7 +122,8 @@ class Runner:
 
     def attend_layer(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kslot: torch.Tensor,
                      key_valid: torch.Tensor, query_valid: torch.Tensor, kv_len: torch.Tensor,
-                     mask: torch.Tensor | None, is_causal: bool, scaling: float, dropout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     mask: torch.Tensor | None, is_causal: bool, scaling: float,
+                     dropout: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attention for one layer plus importance and trace bookkeeping. Returns the output [B, Lq, Hq, D] and,
         when the forward asked for output_attentions, the probabilities that multiplied V [B, Hq, Lq, Lk] (zeros on
         pruned heads; the columns are the kept keys `kslot`), else None.
@@ -131,14 +133,14 @@ class Runner:
         """
         heads = self._choose_heads(layer)
         need_importance = self.config.prunes_tokens and self.needs_importance(layer)
-        rows = eviction.importance_rows(self, query_valid)  # issue 9: the rows that count ("last": one)
+        rows = eviction.importance_rows(self, query_valid)  # the rows that count (importance_norm "last": one)
         result = core.attend(q, k, v, mask, scaling, self.config, heads=heads, need_importance=need_importance,
                              need_probs=self.output_attentions, query_valid=query_valid, importance_rows=rows,
                              is_causal=is_causal, dropout=dropout)
         if need_importance:
             # Summed over the heads that ran and the counted query rows; a padding key gets nothing. How it
-            # is folded into the importance (sum, mean, last) is spatten.patch.eviction's (issue 9). Importance
-            # only ranks tokens: detached, so it never joins the autograd graph.
+            # is folded into the importance (sum, mean, last) is spatten.patch.eviction's. Importance only ranks
+            # tokens: detached, so it never joins the autograd graph.
             heads_ran = self.spec.heads if heads is None else heads.shape[1]
             eviction.accumulate(self, result.token_importance.detach(), kslot, key_valid, rows, mask, is_causal,
                                 heads_ran)
