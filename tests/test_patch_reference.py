@@ -80,6 +80,8 @@ def run_block(block, family, hidden, allowed, positions):
 
 # ---- encoders ------------------------------------------------------------------------------------------------
 def encoder_reference(model, ids, mask, cfg):
+    """Returns (kept positions per layer, final hidden of the kept tokens, their positions, the full-length output
+    [B, L, d]: each token's state as it entered the last layer that computed it in full, kept tokens' final state)."""
     base, family = model.base_model, model.config.model_type
     blocks, heads = list(base.encoder.layer), model.config.num_attention_heads
     layers, (batch, length) = len(blocks), ids.shape
@@ -89,6 +91,7 @@ def encoder_reference(model, ids, mask, cfg):
     positions, valid = torch.arange(length).expand(batch, length), mask.bool()
     importance, head_importance = torch.zeros(batch, length), torch.zeros(batch, heads)
     kept_log = []
+    full = torch.zeros_like(hidden)
     for layer, block in enumerate(blocks):
         k = max(1, math.floor(length * token_ratios[layer] + 1e-9))
         if layer > 0 and k < positions.shape[1]:
@@ -98,6 +101,7 @@ def encoder_reference(model, ids, mask, cfg):
             hidden = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
             positions, valid = positions.gather(1, idx), valid.gather(1, idx)
         kept_log.append(positions.masked_fill(~valid, -1))
+        full = full.scatter(1, positions[..., None].expand_as(hidden), hidden)
         gate = HeadGate(heads)
         kh = max(1, math.floor(heads * head_ratios[layer] + 1e-9))
         if layer == 0:
@@ -112,7 +116,7 @@ def encoder_reference(model, ids, mask, cfg):
         probs = probs * alive[:, :, None, None] * valid[:, None, :, None] * valid[:, None, None, :]
         importance.scatter_add_(1, positions, probs.sum((1, 2)))
         head_importance += gate.abs_sum
-    return kept_log, hidden, positions
+    return kept_log, hidden, positions, full.scatter(1, positions[..., None].expand_as(hidden), hidden)
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
@@ -129,8 +133,8 @@ def test_encoder_keeps_the_reference_top_k(family, cfg):
     for row in range(3):
         real = int(mask[row].sum())
         with torch.no_grad():
-            kept, hidden, positions = encoder_reference(model, ids[row:row + 1, :real], mask[row:row + 1, :real],
-                                                        cfg)
+            kept, hidden, positions, full = encoder_reference(model, ids[row:row + 1, :real],
+                                                              mask[row:row + 1, :real], cfg)
         for layer, (got, expected) in enumerate(zip(handle.last_kept_positions, kept)):
             assert torch.equal(got[row][got[row] >= 0], expected[0]), f"row {row}, layer {layer}"
         assert kept[-1].shape[1] < real
@@ -138,6 +142,40 @@ def test_encoder_keeps_the_reference_top_k(family, cfg):
         torch.testing.assert_close(final, hidden, atol=1e-5, rtol=0)
         torch.testing.assert_close(out.pooler_output[row:row + 1], model.base_model.pooler(hidden), atol=1e-5,
                                    rtol=0)
+        # A pruned token holds the state that entered the layer that pruned it (its last state computed in full).
+        torch.testing.assert_close(out.last_hidden_state[row:row + 1, :real], full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_encoder_drops_pruned_tokens_before_the_output_projection_and_ffn(family):
+    """Layer l's attention sees the tokens that entered it; its output projection and FFN see only those that
+    enter layer l + 1 (the pruning decided by layer l's attention): no work for a token that is then dropped."""
+    model = tiny_model(family, head="Model", layers=5, heads=4)
+    ids, mask = random_batch(model, batch=1, length=20)
+    rows = {}
+
+    def count(name, layer):
+        def hook(module, args):
+            rows[name, layer] = args[0].shape[1]
+        return hook
+
+    blocks = model.base_model.encoder.layer
+    hooks = [h for layer, block in enumerate(blocks) for h in (
+        block.attention.self.query.register_forward_pre_hook(count("query", layer)),
+        block.attention.output.dense.register_forward_pre_hook(count("output", layer)),
+        block.intermediate.dense.register_forward_pre_hook(count("ffn", layer)))]
+    cfg = SpAttenConfig(token_keep=0.4)
+    with torch.no_grad(), spatten.patch(model, cfg) as handle:
+        model(input_ids=ids, attention_mask=mask)
+    for h in hooks:
+        h.remove()
+    entering = [positions.shape[1] for positions in handle.last_kept_positions]
+    assert entering == [max(1, math.floor(20 * r + 1e-9)) for r in cfg.schedule.keep_ratios(5, 0.4, "token")]
+    assert entering[-1] < entering[0]
+    for layer in range(5):
+        assert rows["query", layer] == entering[layer]
+        after = entering[layer + 1] if layer + 1 < 5 else entering[layer]
+        assert rows["output", layer] == rows["ffn", layer] == after, f"layer {layer}"
 
 
 # ---- decoders ------------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Sentence embeddings from a (possibly patched) encoder: mean of the last hidden states over real tokens.
 
 With cascade token pruning only the tokens that entered the last layer carry final states; the patch hands
-the encoder output back at full length (pruned positions keep the state they had when pruned), so the mean
-runs over the survivors, read from the handle (`last_kept_positions[-1]`, -1 marks an empty slot). That is
-what the pruned model really computed: a pruned token never reaches the output.
+the encoder output back at full length (a pruned position holds the state that entered the layer that pruned
+it), so the mean runs over the survivors, read from the handle (`last_kept_positions[-1]`, -1 marks an empty
+slot). That is what the pruned model really computed: a pruned token never reaches the output.
 """
 
 from __future__ import annotations

@@ -86,8 +86,10 @@ def _describe_encoder(model: nn.Module, base: nn.Module, family: str) -> ModelSp
                                     "supported; spatten patches BERT-style encoders")
     encoder = getattr(base, "encoder", None)
     blocks = list(getattr(encoder, "layer", []))
-    if not blocks or not all(hasattr(b, "attention") and hasattr(b.attention, "self") for b in blocks):
-        raise UnsupportedModelError(f"{type(model).__name__}: expected base.encoder.layer[i].attention.self")
+    if not blocks or not all(hasattr(b, "attention") and hasattr(b.attention, "self") and hasattr(b.attention, "output")
+                             for b in blocks):
+        raise UnsupportedModelError(f"{type(model).__name__}: expected base.encoder.layer[i].attention.self and "
+                                    ".attention.output")
     heads = config.num_attention_heads
     return ModelSpec(family, "encoder", base, blocks, [b.attention.self for b in blocks], encoder, heads, heads,
                      config.hidden_size, config.hidden_size // heads, config.intermediate_size)

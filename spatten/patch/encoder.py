@@ -1,10 +1,19 @@
 """Encoders (BERT, RoBERTa, BERT-architecture checkpoints): cascade token pruning that shortens the hidden
-states entering each later layer, so Q/K/V projections, attention and FFN all run on the kept tokens.
+states, so every later Q/K/V projection, attention and FFN runs on the kept tokens only.
+
+Where the tokens are dropped: inside layer l, right after its attention, the only point where every input of
+the decision exists (the importance accumulated through layer l's attention probabilities). A token pruned there
+is gone from layer l's output projection and FFN too: they act on each token alone, and a pruned token's output
+would reach nothing but the placeholder below. The kept tokens' states are exactly those of dropping at the
+entry of layer l + 1; LTP (the re-implementation of SpAtten's cascade pruner) runs the FFN after the pruning in
+the same way ("FFN is computed after token pruning", kssteven418/LTP modeling_ltp.py).
 
 Hooks: a pre-hook on the base model starts a forward (reads the 2D padding mask); a pre-hook on every layer
-gathers the hidden states down to the top-k tokens by accumulated importance ([CLS] at position 0 always kept,
-padding dropped first, kept tokens in original order); a hook on the encoder scatters its output back to full
-length (pruned positions keep their state from when they were pruned), so the pooler and token-level heads work.
+records the tokens it sees and drops the layer mask; a pre-hook on every layer's attention output module
+(`attention.output`: output projection, residual, LayerNorm) gathers both its inputs down to the top-k tokens by
+accumulated importance ([CLS] at position 0 always kept, padding dropped first, kept tokens in original order);
+a hook on the encoder scatters its output back to full length, so the pooler and token-level heads work: a
+pruned position holds the state that entered the layer that pruned it (the last state computed for it in full).
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ class EncoderRunner(Runner):
                  spec.encoder.register_forward_hook(eager(self._restore_length))]
         for layer, block in enumerate(spec.blocks):
             hooks.append(block.register_forward_pre_hook(eager(self._layer_hook(layer)), with_kwargs=True))
+            if self.config.prunes_tokens and layer + 1 < spec.layers:
+                hooks.append(block.attention.output.register_forward_pre_hook(eager(self._drop_hook(layer + 1))))
         # Importance is only needed up to the last layer that prunes.
         prunes = [l for l in range(1, spec.layers) if self.token_ratios[l] < self.token_ratios[l - 1]]
         self._last_pruning_layer = max(prunes, default=0)
@@ -58,44 +69,57 @@ class EncoderRunner(Runner):
 
     def _layer_hook(self, layer: int):
         def hook(module, args, kwargs):
-            args = self._prune_tokens(layer, args)
+            # The layer mask is None (no mask function is registered for "spatten"): the attention builds its own.
             if "attention_mask" in kwargs:
                 kwargs["attention_mask"] = None
+            args = (args[0], *(None for _ in args[1:2]), *args[2:])
             self.last_kept_positions.append(self.positions.masked_fill(~self.valid, -1))
             return args, kwargs
 
         return hook
 
-    def _prune_tokens(self, layer: int, args: tuple) -> tuple:
-        if not self.config.prunes_tokens or layer == 0:
-            return args
+    def _drop_hook(self, next_layer: int):
+        def hook(module, args):
+            attention_out, layer_input = args[:2]
+            kept = self._choose_tokens(next_layer, layer_input)
+            if kept is None:
+                return None
+            index = kept[..., None].expand(-1, -1, layer_input.shape[-1])
+            return (attention_out.gather(1, index), layer_input.gather(1, index), *args[2:])
+
+        return hook
+
+    def _choose_tokens(self, layer: int, layer_input: torch.Tensor) -> torch.Tensor | None:
+        """The rows [B, W] of the current tokens that enter `layer` (None: all of them); updates the positions and
+        keeps the dropped tokens' layer_input [B, L, d] as their final state."""
         # Each row keeps ⌊real length · keep(layer)⌋ of its own tokens, whatever the batch's padded length.
         counts = keep_counts(self.real_length, self.token_ratios[layer])
         if bool((counts >= self.valid.sum(-1)).all()):
-            return args
-        hidden = args[0]
+            return None
         protect = torch.zeros_like(self.valid)
         protect[:, 0] = True  # [CLS] / <s>: the pooler and classification heads read position 0
         kept, kept_valid = select_per_row(self.importance.gather(1, self.positions), self.valid, counts, protect)
-        width = hidden.shape[-1]
-        positions = self.positions[..., None].expand(-1, -1, width)
-        if self.full_hidden is None:
-            self.full_hidden = hidden  # first pruning: every position is still present
-        else:
-            self.full_hidden = self.full_hidden.scatter(1, positions, hidden)  # out of place: autograd
-        hidden = hidden.gather(1, kept[..., None].expand(-1, -1, width))
+        self.full_hidden = self._write_states(layer_input)
         self.positions = self.positions.gather(1, kept)
         self.valid = kept_valid
         self.recorder.note_topk(layer - 1, "token", kept_valid.sum(-1).cpu().numpy())  # per row
-        # The layer mask is None (no mask function is registered for "spatten"): the attention builds its own.
-        return (hidden, *(None for _ in args[1:2]), *args[2:])
+        return kept
+
+    def _write_states(self, hidden: torch.Tensor) -> torch.Tensor:
+        """full_hidden [B, L, d] with the current tokens' states hidden [B, W, d] written at their positions.
+
+        Only valid slots write: a row shorter than the batch's widest fills its width with positions it dropped
+        earlier (select_per_row), and those slots must not overwrite the dropped tokens' recorded states."""
+        if self.full_hidden is None:
+            return hidden  # first pruning: every position is still present, in order
+        index = self.positions[..., None].expand_as(hidden)
+        states = torch.where(self.valid[..., None], hidden, self.full_hidden.gather(1, index))
+        return self.full_hidden.scatter(1, index, states)  # out of place: autograd
 
     def _restore_length(self, module, args, output):
         if self.full_hidden is None:
             return output
-        last = output["last_hidden_state"]
-        full = self.full_hidden.scatter(1, self.positions[..., None].expand(-1, -1, last.shape[-1]), last)
-        output["last_hidden_state"] = full
+        output["last_hidden_state"] = self._write_states(output["last_hidden_state"])
         return output
 
     # ---- attention -------------------------------------------------------------------------------------------
