@@ -12,6 +12,7 @@ it, --quick runs everything tiny as a smoke test).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 import warnings
@@ -27,14 +28,15 @@ import bench_decode
 
 
 def interleaved_medians(model, variants: dict, fn, rounds: int) -> dict:
-    """Median seconds of fn for each variant (None = unpatched, else a SpAttenConfig), alternating the variants
-    round by round so that machine load hits them alike."""
+    """Median seconds of each variant, alternating the variants round by round so that machine load hits them
+    alike. A variant is None (fn on the unpatched model), a SpAttenConfig (fn on the patched model) or a function
+    run instead of fn (on the unpatched model)."""
     times = {name: [] for name in variants}
     for round_index in range(rounds + 1):  # round 0 warms every variant up and is not counted
-        for name, cfg in variants.items():
-            handle = spatten.patch(model, cfg) if cfg is not None else None
+        for name, variant in variants.items():
+            handle = spatten.patch(model, variant) if isinstance(variant, SpAttenConfig) else None
             start = time.perf_counter()
-            fn()
+            (variant if callable(variant) else fn)()
             elapsed = time.perf_counter() - start
             if handle is not None:
                 handle.remove()
@@ -59,9 +61,36 @@ def bench_bert(repeats: int, batch: int, quick: bool = False) -> list[tuple]:
         with torch.no_grad():
             model(input_ids=ids, attention_mask=mask)
 
+    pruned = SpAttenConfig(token_keep=0.5)
     variants = {"unpatched (sdpa)": None, "patched, keep 1.0": SpAttenConfig(),
-                "patched, token keep 0.5": SpAttenConfig(token_keep=0.5)}
+                "patched, token keep 0.5": pruned,
+                "bound: same token counts, no importance / top-k / gathers": shortened_layers(model, ids, pruned)}
     return rows_for(f"BERT-base, seq {length}, batch {batch}", interleaved_medians(model, variants, run, repeats))
+
+
+def shortened_layers(model, ids: torch.Tensor, cfg: SpAttenConfig):
+    """What the patch's token pruning would cost with zero overhead: the unpatched layers (SDPA) on hidden states
+    cut to the patch's token counts (the first n tokens; layer l's output projection and FFN already at layer
+    l + 1's count, where the patch drops), with no importance, top-k, gathers or trace. A bound to read the patched
+    row against, not a model anyone runs."""
+    encoder = model.base_model.encoder
+    ratios = cfg.schedule.keep_ratios(len(encoder.layer), cfg.token_keep, "token")
+    counts = [max(1, math.floor(ids.shape[1] * r + 1e-9)) for r in ratios]
+
+    def run():
+        with torch.no_grad():
+            hidden = model.base_model.embeddings(input_ids=ids)
+            for layer, block in enumerate(encoder.layer):
+                after = counts[min(layer + 1, len(counts) - 1)]
+                cut = block.attention.output.register_forward_pre_hook(
+                    lambda module, args: (args[0][:, :after], args[1][:, :after]))
+                try:
+                    out = block(hidden[:, :counts[layer]])
+                finally:
+                    cut.remove()
+                hidden = out[0] if isinstance(out, tuple) else out
+
+    return run
 
 
 def bench_gpt2(repeats: int, batch: int, new_tokens: int = 32, prompt: int = 992, quick: bool = False) -> list[tuple]:
