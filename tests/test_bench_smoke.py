@@ -34,6 +34,7 @@ def test_bench_patch_quick_prints_the_encoder_prefill_and_decode_tables():
     assert "native build:" in out.stdout
     forward, decode = _tables(out.stdout)
     assert [row[1] for row in forward] == ["unpatched (sdpa)", "patched, keep 1.0", "patched, token keep 0.5",
+                                           "bound: same token counts, no importance / top-k / gathers",
                                            "unpatched (sdpa)", "patched, keep 1.0", "patched, token keep 0.5",
                                            "patched, token keep 0.3"]
     assert [row[1] for row in decode] == ["unpatched (sdpa)", "patched, KV keep 1.0", "patched, KV keep 0.5",
