@@ -132,7 +132,7 @@ def main() -> None:
     print("| workload | model | seconds | speed-up vs unpatched |")
     print("|---|---|---:|---:|")
     for workload, name, seconds, ratio in rows:
-        print(f"| {workload} | {name} | {seconds:.3f} | {ratio:.2f}x |")
+        print(f"| {workload} | {name} | {seconds:.4g} | {ratio:.2f}x |")
     if not args.no_decode:
         decode_args = argparse.Namespace(quick=args.quick, llama=False, batch=16, context=2048, new_tokens=33,
                                          chunk=4, profile=args.profile)

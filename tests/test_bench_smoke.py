@@ -44,4 +44,4 @@ def test_bench_patch_quick_prints_the_encoder_prefill_and_decode_tables():
         assert len(row) == 4
         assert float(row[2]) > 0
         assert re.fullmatch(r"\d+\.\d\dx", row[3])
-    assert forward[0][3] == forward[3][3] == decode[0][3] == "1.00x"  # each workload's own baseline
+    assert forward[0][3] == forward[4][3] == decode[0][3] == "1.00x"  # each workload's own baseline
