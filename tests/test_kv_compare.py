@@ -70,6 +70,27 @@ def test_spatten_row_measures_the_kv_it_holds(setup):
     assert row["perplexity"] > 1.0
 
 
+@pytest.mark.parametrize("slack", [None, 1 / 32])
+def test_spatten_session_cache_is_exactly_the_kept_set(slack):
+    """The measured cache holds no evicted entries, whatever the patch's decode-speed compaction slack."""
+    model = tiny_model("llama", layers=3, heads=4)
+    ids = torch.randint(3, 101, (230,), generator=torch.Generator().manual_seed(2)).tolist()
+    method = kc.spatten_method("gen", SpAttenConfig.for_generation(0.5), 0.5)
+    with warnings.catch_warnings(), method.session(model) as handle:
+        warnings.simplefilter("ignore")
+        if slack is not None:
+            with pytest.raises(ValueError, match="compact_slack"):
+                handle.compact_slack = -1
+            handle.compact_slack = slack  # what a decode-speed run uses: lingering entries
+        run = kc.run_sequence(model, ids, prompt=200, steps=30, greedy=False)
+        kept = [int((positions >= 0).sum()) for positions in handle.last_kept_positions]
+    assert min(kept) >= 64  # long enough for the slack to defer compaction
+    if slack is None:
+        assert run.decode_cache[-1] == kept
+    else:
+        assert any(cache != kept_now for cache, kept_now in zip(run.decode_cache[-1], kept))
+
+
 def test_replayed_trace_counts_the_keys_a_press_attended():
     run = kc.Run(logits=[], tokens=[], prefill_cache=[10, 10], decode_cache=[[11, 5], [11, 6]], seen=[11, 12])
     meta = dict(family="llama", layers=2, heads=2, kv_heads=1, d_model=8, d_head=4, d_ff=16)

@@ -93,6 +93,21 @@ class PatchHandle:
     def last_kept_positions(self) -> list[torch.Tensor]:
         return list(self._runner.last_kept_positions)
 
+    @property
+    def compact_slack(self) -> float:
+        """Decoders: evicted entries a layer's KV cache may still hold (masked) before it is rewritten, as a
+        fraction of its kept ones (DecoderRunner.compact_slack: a decode-speed trade). 0 keeps the cache exactly
+        the kept set after every step, as a measurement of the cache's size needs; the kept set is the same."""
+        return getattr(self._runner, "compact_slack", 0.0)
+
+    @compact_slack.setter
+    def compact_slack(self, value: float) -> None:
+        if not hasattr(self._runner, "compact_slack"):
+            raise AttributeError("compact_slack applies to decoders (KV caches); this patch is on an encoder")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"compact_slack must be a number >= 0, got {value!r}")
+        self._runner.compact_slack = float(value)
+
     def __repr__(self) -> str:
         state = "removed" if self._removed else "active"
         return f"PatchHandle({self.spec.family}, {self.spec.layers} layers, {state}, {self.config})"
