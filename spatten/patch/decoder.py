@@ -20,7 +20,7 @@ import torch
 from spatten.patch import eviction
 from spatten.patch.compat import (UnsupportedModelError, batch_and_length, cache_layer, forward_argument,
                                   require_evictable_cache)
-from spatten.patch.runner import Runner, eager, keep_counts, select_per_row
+from spatten.patch.runner import Runner, eager, keep_counts, select_entries, select_per_row
 
 _CACHE_NAMES = ("cache", "past_key_values")
 
@@ -296,19 +296,6 @@ class DecoderRunner(Runner):
         if sliding_window is not None:
             mask &= queries - keys < sliding_window
         return mask, False
-
-
-def select_entries(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """x [B, H, L, D] -> [B, H, W, D]: row b's entries kept[b] (int64 [B, W]) along L, for every head.
-
-    The same values as `x.gather(2, kept[:, None, :, None].expand(...))`, but as one index_select of whole
-    D-vectors over the flattened [B·H·L, D] rows: a row copy instead of an element-wise gather (3-4x faster on
-    a decode step's cache rewrite).
-    """
-    batch, heads, length, dim = x.shape
-    base = torch.arange(batch * heads, device=x.device).view(batch, heads, 1) * length
-    rows = (base + kept[:, None, :]).reshape(-1)
-    return x.reshape(-1, dim).index_select(0, rows).view(batch, heads, kept.shape[1], dim)
 
 
 def _follow_row_selection(cache, runner: DecoderRunner) -> None:

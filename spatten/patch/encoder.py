@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from spatten.patch.compat import UnsupportedModelError, batch_and_length, forward_argument
-from spatten.patch.runner import Runner, eager, keep_counts, select_per_row
+from spatten.patch.runner import Runner, eager, keep_counts, select_entries, select_per_row
 
 
 class EncoderRunner(Runner):
@@ -84,14 +84,13 @@ class EncoderRunner(Runner):
             kept = self._choose_tokens(next_layer, layer_input)
             if kept is None:
                 return None
-            index = kept[..., None].expand(-1, -1, layer_input.shape[-1])
-            return (attention_out.gather(1, index), layer_input.gather(1, index), *args[2:])
+            return (gather_tokens(attention_out, kept), gather_tokens(layer_input, kept), *args[2:])
 
         return hook
 
     def _choose_tokens(self, layer: int, layer_input: torch.Tensor) -> torch.Tensor | None:
-        """The rows [B, W] of the current tokens that enter `layer` (None: all of them); updates the positions and
-        keeps the dropped tokens' layer_input [B, L, d] as their final state."""
+        """The slots [B, W] of the current tokens that enter `layer` (None: all of them); updates the positions and
+        records the dropped tokens' layer_input [B, L, d] as their final state."""
         # Each row keeps ⌊real length · keep(layer)⌋ of its own tokens, whatever the batch's padded length.
         counts = keep_counts(self.real_length, self.token_ratios[layer])
         if bool((counts >= self.valid.sum(-1)).all()):
@@ -99,27 +98,29 @@ class EncoderRunner(Runner):
         protect = torch.zeros_like(self.valid)
         protect[:, 0] = True  # [CLS] / <s>: the pooler and classification heads read position 0
         kept, kept_valid = select_per_row(self.importance.gather(1, self.positions), self.valid, counts, protect)
-        self.full_hidden = self._write_states(layer_input)
+        dropped = self.valid & ~torch.zeros_like(self.valid).scatter(1, kept, kept_valid)
+        self._write_states(layer_input, dropped)
         self.positions = self.positions.gather(1, kept)
         self.valid = kept_valid
         self.recorder.note_topk(layer - 1, "token", kept_valid.sum(-1).cpu().numpy())  # per row
         return kept
 
-    def _write_states(self, hidden: torch.Tensor) -> torch.Tensor:
-        """full_hidden [B, L, d] with the current tokens' states hidden [B, W, d] written at their positions.
-
-        Only valid slots write: a row shorter than the batch's widest fills its width with positions it dropped
-        earlier (select_per_row), and those slots must not overwrite the dropped tokens' recorded states."""
+    def _write_states(self, hidden: torch.Tensor, slots: torch.Tensor) -> None:
+        """Write the states hidden [B, W, d] of the current slots `slots` (bool [B, W]) at their positions of the
+        full-length output. Each real position is written once: when it is dropped, or at the end. (Only real
+        slots write: a row shorter than the batch's widest fills its width with positions it dropped earlier.)"""
         if self.full_hidden is None:
-            return hidden  # first pruning: every position is still present, in order
-        index = self.positions[..., None].expand_as(hidden)
-        states = torch.where(self.valid[..., None], hidden, self.full_hidden.gather(1, index))
-        return self.full_hidden.scatter(1, index, states)  # out of place: autograd
+            # First pruning: every position is present, in order. A copy of our own, written in place from here.
+            self.full_hidden = hidden.clone()
+            return
+        rows, cols = slots.nonzero(as_tuple=True)
+        self.full_hidden.index_put_((rows, self.positions[rows, cols]), hidden[rows, cols])
 
     def _restore_length(self, module, args, output):
         if self.full_hidden is None:
             return output
-        output["last_hidden_state"] = self._write_states(output["last_hidden_state"])
+        self._write_states(output["last_hidden_state"], self.valid)
+        output["last_hidden_state"], self.full_hidden = self.full_hidden, None
         return output
 
     # ---- attention -------------------------------------------------------------------------------------------
@@ -132,3 +133,8 @@ class EncoderRunner(Runner):
         return self.attend_layer(layer, q, k, v, kslot=self.positions, key_valid=self.valid, query_valid=self.valid,
                                  kv_len=self.real_length, mask=mask, is_causal=False, scaling=scaling,
                                  dropout=dropout)
+
+
+def gather_tokens(hidden: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """hidden [B, L, d] -> [B, W, d]: row b's tokens kept[b] (int64 [B, W]), copied as whole d-vectors."""
+    return select_entries(hidden[:, None], kept)[:, 0]
