@@ -247,8 +247,8 @@ std::map<std::pair<uint32_t, uint32_t>, uint64_t> load(const HwConfig& cfg, uint
 }  // namespace
 
 TEST(AddressMap, SparseGathersWalkThePseudoChannelsInTurn) {
-  // An evenly strided gather resonates with the 32-B channel interleave: 143 of 1,024 6-bit values (72 fused
-  // pairs at a stride of 64/9 pairs) used to put 24 of 215 transactions on one pseudo-channel (mean 6.7).
+  // An exactly strided gather resonates with the 32-B channel interleave: 143 of 1,024 6-bit values as 72
+  // contiguous fused pairs at a stride of 64/9 pairs would put 24 of 215 transactions on one pseudo-channel.
   // Placed in turn, every pseudo-channel gets its share to within one, and a narrower width never loads a
   // pseudo-channel more than a wider one (docs/hwsim.md, "Bit widths").
   const HwConfig cfg = preset();
