@@ -29,6 +29,9 @@ SOURCES = """Sources:
            (notes spatten-original.md s7 [S])
   A3       Ham et al., HPCA 2020, arXiv 2002.10941 (abstract): approximation of a content-based search
   MNNFast  Jang et al., ISCA 2019 (abstract): column-based streaming, zero-skipping of output computation
+  review   a third-party review of the SpAtten paper (spatten-original.md s7 [S]) renders its comparison as:
+           A3 and MNNFast fetch all of Q, K and V from DRAM and decide what to skip afterwards (computation
+           drops, DRAM access does not), and A3 prunes per head, not in cascade; if so, K+V is their lower end
   assumed  both read every key at the dense widths (8 + 4 bits); the paper's workload mix is not known here"""
 
 

@@ -1,6 +1,7 @@
 #include "dram.h"
 
 #include <algorithm>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 
@@ -62,17 +63,32 @@ void append_runs(const AddressMap& map, const Gather& g, uint32_t tx, uint32_t j
     }
     ++runs.back().count[loc.pc];
   };
-  const uint64_t vec_bits = g.vector_bits;
-  if (vec_bits % (8ull * tx) == 0) {
-    const uint64_t units_per_vector = vec_bits / (8ull * tx);
-    for (uint64_t j = 0; j < g.count; ++j) {
-      const uint64_t idx = j * g.total / g.count;  // evenly spread kept vectors
-      for (uint64_t u = 0; u < units_per_vector; ++u) add(idx * units_per_vector + u);
-    }
-  } else {
-    const uint64_t need = gather_transactions(g, tx);
-    const uint64_t region = gather_transactions(Gather{0, g.total, g.total, vec_bits}, tx);
-    for (uint64_t i = 0; i < need; ++i) add(i * region / need);
+  // Fused groups (MatrixFetcher, spatten-original.md section 4.2.4): vectors that are not a whole number of
+  // transactions are fetched `fused` at a time as one index of `units` consecutive transactions, at
+  // addr = index x (fused x vector bytes) + base (a 6-bit x 64 pair = 96 B = 3 transactions); a last, partial
+  // group takes only the transactions its vectors cover.
+  const uint64_t bits_per_tx = 8ull * tx;
+  const uint64_t fused = bits_per_tx / std::gcd(g.vector_bits, bits_per_tx);
+  const uint64_t units = fused * g.vector_bits / bits_per_tx;
+  const uint64_t groups = (g.count + fused - 1) / fused;
+  const uint64_t slots = (g.total + fused - 1) / fused;
+  // Which indices: the trace says how many, not which. Group p sits at the last index at or below its evenly
+  // spread position p x slots / groups whose first transaction falls on the p-th interleave slot (channel,
+  // pseudo-channel) in turn, so the transactions walk the channels round-robin as a dense stream does while
+  // the rows stay evenly spread. An exact stride would resonate with the power-of-two interleave and pile
+  // transactions onto a few channels, differently for every width (docs/hwsim.md, "Bit widths").
+  const uint64_t interleave = map.interleave();
+  const uint64_t period = interleave / std::gcd(units, interleave);
+  std::vector<std::pair<uint64_t, uint64_t>> placed(groups);  // (index, group)
+  for (uint64_t p = 0; p < groups; ++p) {
+    const uint64_t even = p * slots / groups;  // >= p because slots >= groups
+    placed[p] = {even - (even - p) % period, p};
+  }
+  std::sort(placed.begin(), placed.end());  // address order
+  for (const auto& [idx, p] : placed) {
+    const uint64_t vectors = std::min(fused, g.count - p * fused);
+    const uint64_t n = (vectors * g.vector_bits + bits_per_tx - 1) / bits_per_tx;
+    for (uint64_t u = 0; u < n; ++u) add(idx * units + u);
   }
 }
 

@@ -38,16 +38,19 @@ class AddressMap {
   };
   Location locate(uint64_t unit) const;  // unit = address / transaction_bytes
   uint32_t channels() const { return channels_; }
+  // Consecutive transactions that land on distinct (channel, pseudo-channel) pairs before the column advances.
+  uint64_t interleave() const { return uint64_t(1) << (ch_bits_ + pc_bits_); }
 
  private:
   uint32_t channels_;
   uint32_t ch_bits_, pc_bits_, col_bits_, bg_bits_, bank_bits_;  // all sizes are powers of two
 };
 
-// A strided gather: `count` of `total` vectors of `vector_bits` each, starting at byte `base`. Kept vectors are
-// spread evenly over the region (the trace records how many, not which). When a vector is not a whole number
-// of transactions (6-bit x 64 = 48 B), vectors are packed in fused pairs as in the RTL, so n vectors cost
-// ceil(n * bytes / 32) transactions (a fused 6-bit pair = 3).
+// A gather: `count` (<= `total`) of `total` vectors of `vector_bits` each, starting at byte `base`. Kept vectors
+// are spread evenly over the region (the trace records how many, not which), each nudged back so the gather's
+// transactions go round the channels in turn (append_runs). When a vector is not a whole number of
+// transactions (6-bit x 64 = 48 B), vectors are fetched in fused pairs as in the RTL, one 96-B index each, so
+// n vectors cost ceil(n * bytes / 32) transactions (a fused 6-bit pair = 3).
 struct Gather {
   uint64_t base;
   uint64_t count;

@@ -227,3 +227,48 @@ TEST(AddressMap, TransactionsPerVector) {
     EXPECT_EQ(runs[0].total(), 8u);
   }
 }
+
+namespace {
+
+// Transactions per (channel, pseudo-channel) of a gather of `count` of `total` vectors.
+std::map<std::pair<uint32_t, uint32_t>, uint64_t> load(const HwConfig& cfg, uint64_t count, uint64_t total, uint32_t bits) {
+  AddressMap map(cfg);
+  std::vector<std::vector<spatten::hwsim::Run>> per(cfg.dram.channels);
+  append_runs(map, Gather{0, count, total, 64ull * bits}, cfg.transaction_bytes, 0, per);
+  std::map<std::pair<uint32_t, uint32_t>, uint64_t> out;
+  for (uint32_t c = 0; c < cfg.dram.channels; ++c)
+    for (uint32_t pc = 0; pc < cfg.dram.pseudo_channels; ++pc) out[{c, pc}] = 0;
+  for (uint32_t c = 0; c < cfg.dram.channels; ++c)
+    for (const auto& r : per[c])
+      for (uint32_t pc = 0; pc < cfg.dram.pseudo_channels; ++pc) out[{c, pc}] += r.count[pc];
+  return out;
+}
+
+}  // namespace
+
+TEST(AddressMap, SparseGathersWalkThePseudoChannelsInTurn) {
+  // An exactly strided gather resonates with the 32-B channel interleave: 143 of 1,024 6-bit values as 72
+  // contiguous fused pairs at a stride of 64/9 pairs would put 24 of 215 transactions on one pseudo-channel.
+  // Placed in turn, every pseudo-channel gets its share to within one, and a narrower width never loads a
+  // pseudo-channel more than a wider one (docs/hwsim.md, "Bit widths").
+  const HwConfig cfg = preset();
+  for (const uint64_t count : {1u, 2u, 20u, 40u, 143u, 184u, 204u, 716u, 921u, 1024u}) {
+    std::map<std::pair<uint32_t, uint32_t>, uint64_t> previous;
+    for (const uint32_t bits : {4u, 6u, 8u, 12u}) {
+      const auto per = load(cfg, count, 1024, bits);
+      uint64_t lo = UINT64_MAX, hi = 0, sum = 0;
+      for (const auto& [where, n] : per) {
+        lo = std::min(lo, n);
+        hi = std::max(hi, n);
+        sum += n;
+        if (!previous.empty()) EXPECT_LE(previous.at(where), n) << count << " vectors, " << bits << " bits";
+      }
+      EXPECT_EQ(sum, gather_transactions(Gather{0, count, 1024, 64ull * bits}, cfg.transaction_bytes));
+      EXPECT_LE(hi - lo, 1u) << count << " vectors, " << bits << " bits";
+      previous = per;
+    }
+  }
+  // A fused 6-bit pair is one index of 96 B: three consecutive transactions (channels 0, 1, 2).
+  const auto pair = load(cfg, 2, 1024, 6);
+  for (uint32_t c = 0; c < cfg.dram.channels; ++c) EXPECT_EQ(pair.at({c, 0}), c < 3 ? 1u : 0u) << c;
+}
