@@ -75,19 +75,22 @@ def attend(
     groups = hq // k.shape[1]
     if importance_rows is None:
         importance_rows = query_valid
-    if is_causal and mask is None:
-        mask = torch.ones(lq, k.shape[2], dtype=torch.bool, device=q.device).tril()[None, None]
+    causal = is_causal and mask is None
     quantized = config.quantizes
     if not (need_probs or need_importance or quantized or config.prunes_values):
+        # SDPA's own causal mode, not a materialised mask: it skips the blocks above the diagonal (an explicit
+        # tril mask made the prefill's attention ~40 % slower than the unpatched model's).
         if heads is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling,
-                                                 enable_gqa=groups > 1)
+                                                 is_causal=causal, enable_gqa=groups > 1)
         else:
             qh = select_heads(q, 1, heads)
             out = F.scaled_dot_product_attention(qh, select_heads(k, groups, heads), select_heads(v, groups, heads),
-                                                 attn_mask=mask, dropout_p=dropout, scale=scaling)
+                                                 attn_mask=mask, dropout_p=dropout, scale=scaling, is_causal=causal)
             out = scatter_heads(out, heads, hq)
         return AttentionResult(out, None, None, None)
+    if causal:
+        mask = torch.ones(lq, k.shape[2], dtype=torch.bool, device=q.device).tril()[None, None]
 
     qh = select_heads(q, 1, heads)
     if config.v_bits is not None:
