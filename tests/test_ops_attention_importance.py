@@ -99,6 +99,18 @@ def test_fully_masked_rows_give_zeros_and_no_importance():
     assert (out == 0).all() and (imp == 0).all()
 
 
+def test_blocks_that_allow_only_early_keys_or_none():
+    """Each 64-row query block stops at the last key any of its rows may attend: a block allowing only the first
+    keys, a block allowing none, and a causal tail, checked against the independent sums."""
+    q, k, v = make_inputs(2, 2, 150, 150, 16, seed=6)
+    mask = causal_mask(150, 150).repeat(2, 1, 1, 1)
+    mask[0, :, :64, 10:] = False  # first block: keys < 10 only
+    mask[0, :, 64:128] = False  # second block: no key at all
+    mask[1, :, :, 140:] = False  # a padded row: no query reaches the last keys
+    out, imp = check(q, k, v, mask, 0.25, None)
+    assert (out[0, :, 64:128] == 0).all() and (imp[0, 10:64] > 0).all() and (imp[1, 140:] == 0).all()
+
+
 def test_query_mask_drops_rows_from_importance_only():
     q, k, v = make_inputs(2, 3, 6, 9, 8, seed=5)
     none = torch.zeros(2, 6, dtype=torch.bool)
