@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import spatten
 from spatten.atomic import atomic_write_text
 from spatten.eval.sweep import (
     SweepError,
@@ -79,6 +80,21 @@ def test_sweep_writes_runs_resumes_and_gathers(tmp_path, data_dir):
     table = run_sweep(load_sweep(tiny_sweep(tmp_path / "s", keeps=(1.0, 0.5, 0.3))), progress=False)
     assert len(table) == 3
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_run_made_by_other_library_versions_is_redone(tmp_path, data_dir):
+    """A finished run is reused only under the spatten, torch and transformers that made it."""
+    sweep = load_sweep(tiny_sweep(tmp_path / "s", keeps=(0.5,)))
+    run_sweep(sweep, progress=False)
+    run_dir = sweep.run_dir(sweep.runs[0])
+    path = run_dir / "result.json"
+    result = json.loads(path.read_text())
+    assert result["versions"]["spatten"] == spatten.__version__
+    result["versions"]["spatten"] = "0.0.0-older"
+    path.write_text(json.dumps(result))
+    assert not is_done(run_dir, sweep.runs[0])
+    table = run_sweep(load_sweep(tiny_sweep(tmp_path / "s", keeps=(0.5,))), progress=False)
+    assert is_done(run_dir, sweep.runs[0]) and list(table["spatten_version"]) == [spatten.__version__]
 
 
 def test_half_written_run_is_redone(tmp_path, data_dir):

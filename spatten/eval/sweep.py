@@ -292,13 +292,26 @@ def read_result(path: Path) -> dict | None:
     return result
 
 
+def library_versions() -> dict[str, str]:
+    """The libraries whose code decides a run's numbers; a run made under others is not reused."""
+    import torch
+    import transformers
+
+    import spatten
+
+    return {"spatten": spatten.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
 def _finished(run_dir: Path, spec: RunSpec) -> dict | None:
     result = read_result(Path(run_dir) / "result.json")
-    return result if result is not None and result.get("spec") == json.loads(json.dumps(spec.to_dict())) else None
+    if result is None or result.get("spec") != json.loads(json.dumps(spec.to_dict())):
+        return None
+    return result if result.get("versions") == library_versions() else None
 
 
 def is_done(run_dir: Path, spec: RunSpec) -> bool:
-    """A run is finished when its result.json exists, parses and was made from the same spec."""
+    """A run is finished when its result.json exists, parses and was made from the same spec by the same versions
+    of spatten, torch and transformers (a result from other code is recomputed, not mixed into the table)."""
     return _finished(run_dir, spec) is not None
 
 
@@ -348,7 +361,8 @@ def compute_run(spec_dict: dict) -> dict[str, bytes]:
         _MODEL_CACHE[key] = load_model(spec.model, kind=kind)
     with tempfile.TemporaryDirectory(prefix="spatten-run-") as tmp:
         runner(spec.kind)(spec.task, _MODEL_CACHE[key], spec.config, preset=spec.preset, simulate=spec.simulate,
-                          out_dir=tmp, seed=spec.seed, annotate={"spec": spec.to_dict(), "run_id": spec.run_id},
+                          out_dir=tmp, seed=spec.seed,
+                          annotate={"spec": spec.to_dict(), "run_id": spec.run_id, "versions": library_versions()},
                           **spec.options)
         return {name: (Path(tmp) / name).read_bytes() for name in RUN_FILES if (Path(tmp) / name).is_file()}
 
@@ -460,6 +474,7 @@ def result_row(result: dict) -> dict:
     for k, v in (result.get("hardware") or {}).items():
         row[f"hw.{k}"] = v
     row["wall_seconds"] = result.get("wall_seconds", result.get("seconds"))  # "seconds" before 0.1.1
+    row["spatten_version"] = (result.get("versions") or {}).get("spatten")
     return row
 
 
