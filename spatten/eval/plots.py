@@ -103,9 +103,11 @@ def pareto(table: pd.DataFrame, path=None):
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("metric relative to unpruned\n(perplexity inverted)")
-    axes[-1].legend(fontsize=7, loc="lower left")
+    # One legend below the panels, so it never covers a point.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(len(labels), 4), frameon=False)
     fig.suptitle("what pruning costs against what the hardware gains")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     save(fig, path)
     return fig
 
