@@ -101,8 +101,16 @@ def _stop(cluster: LocalCluster) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.time() + wait
-        while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        while time.time() < deadline and any(_alive(pid) for pid in pids):
             time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _task_processes(cluster: LocalCluster) -> list[int]:
@@ -170,7 +178,7 @@ def test_stopping_the_test_cluster_spares_other_processes(tmp_path):
         assert member.pid in members and len(members) == 2 and bystander.pid not in members
         _stop(cluster)
         assert member.wait(timeout=10) != 0
-        assert not any(Path(f"/proc/{pid}").exists() for pid in members - {member.pid})  # its child too
+        assert not any(_alive(pid) for pid in members - {member.pid})  # its child too
         assert bystander.poll() is None
     finally:
         for process in (member, bystander):
