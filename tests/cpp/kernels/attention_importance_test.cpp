@@ -50,6 +50,9 @@ struct Case {
   int64_t lq, lk, d, dv, block_rows;
   double mask_density;  // < 0: no mask
   bool with_query_mask;
+  // Instead of a random mask: causal, the first block of rows allows only keys 0-2 and the second block none, so
+  // blocks stop at short spans, at none, and at the diagonal.
+  bool blocked_causal = false;
 };
 
 void RunCase(const Case& c, unsigned seed) {
@@ -61,7 +64,13 @@ void RunCase(const Case& c, unsigned seed) {
   for (auto& x : k) x = normal(gen);
   for (auto& x : v) x = normal(gen);
   std::vector<char> mask, query_mask;
-  if (c.mask_density >= 0) {
+  if (c.blocked_causal) {
+    mask.resize(c.lq * c.lk);
+    for (int64_t i = 0; i < c.lq; ++i)
+      for (int64_t j = 0; j < c.lk; ++j)
+        mask[i * c.lk + j] = j <= i + (c.lk - c.lq) && (i >= c.block_rows || j < 3) &&
+                             (i < c.block_rows || i >= 2 * c.block_rows);
+  } else if (c.mask_density >= 0) {
     mask.resize(c.lq * c.lk);
     for (auto& m : mask) m = uni(gen) < c.mask_density;
     if (c.lq > 1)
@@ -86,7 +95,7 @@ void RunCase(const Case& c, unsigned seed) {
   const Naive want = NaiveAttention(q, k, v, mask, query_mask, c.lq, c.lk, c.d, c.dv, scaling);
   for (int64_t i = 0; i < c.lq * c.dv; ++i) ASSERT_NEAR(out[i], want.out[i], 1e-4) << "out " << i;
   for (int64_t j = 0; j < c.lk; ++j) ASSERT_NEAR(importance[j], want.importance[j], 1e-4 * c.lq) << "imp " << j;
-  if (!mask.empty() && c.lq > 1)
+  if (!mask.empty() && c.lq > 1 && !c.blocked_causal)
     for (int64_t t = 0; t < c.dv; ++t) EXPECT_EQ(out[1 * c.dv + t], 0.f);  // fully masked row
 }
 
@@ -97,6 +106,17 @@ TEST(AttentionWithImportance, MatchesNaiveLoops) {
       {5, 9, 1, 3, 2, -1, true},
   };
   unsigned seed = 1;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "lq=" << c.lq << " lk=" << c.lk << " block=" << c.block_rows);
+    RunCase(c, seed++);
+  }
+}
+
+TEST(AttentionWithImportance, BlocksStopAtTheirLastAllowedKey) {
+  // lq = lk (prefill) and lq < lk (a chunk after a cache), block sizes that do and do not divide lq.
+  const Case cases[] = {{40, 40, 8, 8, 8, 0, true, true}, {50, 70, 8, 4, 16, 0, false, true},
+                        {33, 33, 4, 4, 5, 0, true, true}};
+  unsigned seed = 11;
   for (const Case& c : cases) {
     SCOPED_TRACE(testing::Message() << "lq=" << c.lq << " lk=" << c.lk << " block=" << c.block_rows);
     RunCase(c, seed++);
