@@ -52,6 +52,30 @@ def test_fused_path_matches_definitions(with_heads, kv_heads, impl, monkeypatch)
     torch.testing.assert_close(result.token_importance, want_importance, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("lq", [1, 5])
+def test_gqa_runs_on_the_kv_heads_without_repeating_them(lq, monkeypatch):
+    """Query heads sharing a KV head run as one head of stacked rows: the op sees the 2 KV heads, not 6 copies,
+    and the result is the per-head definition (decode row and prefill rows, padding, counted rows)."""
+    gen = torch.Generator().manual_seed(3)
+    b, hq, kv_heads, lk, d = 2, 6, 2, 11, 8
+    q = torch.randn(b, hq, lq, d, generator=gen)
+    k, v = (torch.randn(b, kv_heads, lk, d, generator=gen) for _ in range(2))
+    key_valid = torch.ones(b, lk, dtype=torch.bool)
+    key_valid[0, 8:] = False
+    mask = key_valid[:, None, None, :] & torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq)
+    query_valid = torch.ones(b, lq, dtype=torch.bool)
+    query_valid[1, 0] = lq == 1  # a padding query row when there are several
+    seen = []
+    real = kernels.attention_with_importance
+    monkeypatch.setattr(kernels, "attention_with_importance", lambda *a: seen.append(a[1].shape) or real(*a))
+    result = core.attend(q, k, v, mask, 0.3, SpAttenConfig(token_keep=0.5), need_importance=True,
+                         query_valid=query_valid)
+    assert seen == [torch.Size([b, kv_heads, lk, d])]
+    want_out, want_importance = explicit(q, k, v, mask, 0.3, None, query_valid)
+    torch.testing.assert_close(result.out, want_out, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(result.token_importance, want_importance, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("config,dropout", [
     (SpAttenConfig(token_keep=0.5, k_bits=(6, 4)), 0.0),
     (SpAttenConfig(token_keep=0.5, value_keep=0.5), 0.0),

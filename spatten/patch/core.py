@@ -95,16 +95,20 @@ def attend(
     qh = select_heads(q, 1, heads)
     if config.v_bits is not None:
         v = kernels.fake_quantize(v, config.v_bits, config.quant_group)
-    vh = select_heads(v, groups, heads)
     if (need_importance and not need_probs and config.k_bits is None and not config.prunes_values
             and dropout == 0.0 and q.device.type == "cpu"):
         # Probabilities only for token importance: fused, never materialising [B, Hk, Lq, Lk].
-        out, importance = kernels.attention_with_importance(qh, select_heads(k, groups, heads), vh, mask, scaling,
-                                                            importance_rows)
+        if heads is None and groups > 1:
+            out, importance = grouped_attention_with_importance(q, k, v, mask, scaling, importance_rows)
+        else:
+            out, importance = kernels.attention_with_importance(qh, select_heads(k, groups, heads),
+                                                                select_heads(v, groups, heads), mask, scaling,
+                                                                importance_rows)
         out = out.to(q.dtype)
         if heads is not None:
             out = scatter_heads(out, heads, hq)
         return AttentionResult(out, None, None, None, importance)
+    vh = select_heads(v, groups, heads)
     refetch = None
     if config.k_bits is not None:
         # Quantizing the repeated heads gives the same codes (the scale groups lie within a KV head).
@@ -139,6 +143,26 @@ def attend(
     if need_importance:
         importance = kernels.token_importance(probs.detach(), importance_rows)
     return AttentionResult(out, probs, refetch, values_fetched, importance, used if need_probs else None)
+
+
+def grouped_attention_with_importance(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                                      scaling: float, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """attention_with_importance for GQA without repeating K/V: the query heads that share a KV head (head h reads
+    KV head h // groups, as transformers' repeat_kv) run as one head of groups·Lq query rows. Copying K/V once per
+    query head cost more than the whole attention at batch 16 and a 2k cache.
+
+    q [B, Hq, Lq, D]; k, v [B, H_kv, Lk, D]; mask bool broadcastable to [B, 1, Lq, Lk] or None; rows [B, Lq] or
+    None. Returns out [B, Hq, Lq, Dv] and the importance [B, Lk] (summed over every head and counted row).
+    """
+    b, hq, lq, d = q.shape
+    groups = hq // k.shape[1]
+    stacked = q.reshape(b, k.shape[1], groups * lq, d)  # per KV head: its query heads' rows, one head after another
+    if mask is not None and mask.shape[-2] > 1:
+        mask = mask.repeat(1, 1, groups, 1)
+    if rows is not None:
+        rows = rows.repeat(1, groups)
+    out, importance = kernels.attention_with_importance(stacked, k, v, mask, scaling, rows)
+    return out.reshape(b, hq, lq, out.shape[-1]), importance
 
 
 def value_keep_counts(mask: torch.Tensor | None, lk: int, value_keep: float) -> torch.Tensor | int:
